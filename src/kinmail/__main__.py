@@ -1,0 +1,5 @@
+"""`python -m kinmail` runs the command line."""
+
+from kinmail.cli.main import main
+
+main()

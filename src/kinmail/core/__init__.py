@@ -1,0 +1,1 @@
+"""Errors, logging with connection ids, atomic file writes and ids shared by every part."""

@@ -1,0 +1,1 @@
+"""Local delivery: aliases, the group's and the user's Sieve filters, vacation, redirect, store."""

@@ -1,0 +1,1 @@
+"""Operations: the demo set-up, fetching from old accounts, backup and restore, reports."""
