@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "kinmail.cli.queue_cmd",
     "kinmail.cli.sieve_cmd",
     "kinmail.cli.dns_cmd",
+    "kinmail.cli.store_cmd",
 )
 
 

@@ -47,36 +47,28 @@ class Discard:
 
 
 @dataclass(frozen=True, slots=True)
-class Vacation:
-    """An auto-reply (RFC 5230): sent through the queue unless one went to `to` within `seconds`."""
+class SendMessage:
+    """A new message to send through the queue: a vacation reply, an enotify notification, a notice to the
+    user that their script failed. Filtering builds the whole message; delivery only enqueues it."""
 
-    to: str
-    subject: str
-    body: str
-    from_addr: str = ""
-    handle: str = ""
-    seconds: int = 7 * 86400
-    mime: bool = False
-    addresses: tuple[str, ...] = field(default_factory=tuple)
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Notify:
-    """An enotify mailto notification (RFC 5435/5436), sent through the queue."""
-
-    method: str
-    message: str
-    from_addr: str = ""
-    importance: str = "2"
+Action = Keep | FileInto | Redirect | Reject | Discard | SendMessage
 
 
 @dataclass(frozen=True, slots=True)
-class AddHeader:
-    """editheader (RFC 5293) changes, applied before the message is stored."""
+class FilterResult:
+    """The outcome of filtering one message for one recipient.
 
-    name: str
-    value: str
-    last: bool = False
+    `message` is the message to store (changed by editheader when a script used it); `errors` are the
+    problems met while running scripts (each also logged), already turned into a notice in `actions`
+    when the user should hear of them."""
 
+    actions: list[Action]
+    message: bytes
+    errors: list[str] = field(default_factory=list)
 
-Action = Keep | FileInto | Redirect | Reject | Discard | Vacation | Notify
