@@ -65,7 +65,7 @@ def fail(message: str) -> None:
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
@@ -82,3 +82,5 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
