@@ -28,7 +28,6 @@ check-types: venv
 	$(BIN)/mypy
 
 test: venv deps lint check-types
-	$(BIN)/python -m playwright --version >/dev/null
 	$(BIN)/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 clean:

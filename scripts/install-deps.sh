@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as real peers (swaks, curl, mbsync, fetchmail, msmtp, Dovecot and
-# Postfix for comparison benchmarks and password hashes, clamd, Chromium). Services they ship are not started:
+# Postfix for comparison benchmarks and password hashes). Services they ship are not started:
 # the tests run their own instances on loopback ports.
 set -euo pipefail
 PACKAGES=(swaks curl isync fetchmail msmtp dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
-          dovecot-sieve dovecot-managesieved postfix clamav-daemon chromium openssl)
+          dovecot-sieve dovecot-managesieved postfix openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,4 +21,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
