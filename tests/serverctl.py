@@ -79,7 +79,9 @@ class KinmailServer:
         self.log_path = root / "serve.log"
         self._write_tls()
         merged: dict[str, dict[str, Any]] = {
-            "listen": {name: [f"{HOST}:{self.ports[name]}"] if name in self.ports else [] for name in SERVICES},
+            "listen": {
+                name: [f"{HOST}:{self.ports[name]}"] if name in self.ports else [] for name in SERVICES
+            },
             "dns": {"nameservers": ["127.0.0.1:9"], "timeout": 0.5},
         }
         for name, values in (sections or {}).items():
@@ -125,7 +127,9 @@ class KinmailServer:
         return self.data_dir / "mail" / domain / local
 
     # --- process -----------------------------------------------------------------------------------------
-    def kinmail(self, *args: str, input: bytes | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def kinmail(
+        self, *args: str, input: bytes | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run a `kinmail` CLI command against this server's config."""
         return subprocess.run(
             [sys.executable, "-m", "kinmail", "--config", str(self.config_path), *args],

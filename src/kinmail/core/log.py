@@ -20,13 +20,19 @@ logging.addLevelName(TRACE, "TRACE")
 def _quote(value: object) -> str:
     text = str(value)
     if text == "" or any(c in text for c in ' ="\\\n\t'):
-        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+        text = (
+            '"'
+            + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+            + '"'
+        )
     return text
 
 
 def logfmt(**fields: object) -> str:
     """Render key=value pairs; None values are left out."""
-    return " ".join(f"{key.rstrip('_')}={_quote(value)}" for key, value in fields.items() if value is not None)
+    return " ".join(
+        f"{key.rstrip('_')}={_quote(value)}" for key, value in fields.items() if value is not None
+    )
 
 
 class EventLogger:
