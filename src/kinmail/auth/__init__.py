@@ -1,0 +1,1 @@
+"""Authentication: password hashes (Dovecot schemes), SASL decoding, login checks with throttling."""
