@@ -1,0 +1,521 @@
+"""`Mailbox`: one open folder — its messages, reading them, and every change to them.
+
+Called by the IMAP server (SELECT/EXAMINE, FETCH, STORE, COPY, MOVE, EXPUNGE, SEARCH, IDLE), POP3, webmail and
+`UserMailboxes.deliver`. Writes follow the Maildir protocol (tmp → fsync → rename into new/ or cur/ → fsync of
+the directory), then the UID goes into `dovecot-uidlist`, then the index commits, and only then is a `Change`
+broadcast. Reading methods serve the in-memory message list (`get` never touches the disk or the index);
+`refresh()` and `messages()` first catch up with what other processes committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from kinmail.core.atomic import fsync_dir
+from kinmail.core.log import get_logger
+from kinmail.store import maildir
+from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
+from kinmail.store.index import UID_BITS, UID_MASK
+from kinmail.store.textindex import extract_text
+from kinmail.store.types import ChangeKind, FolderStatus, MessageInfo, flagtext
+
+if TYPE_CHECKING:
+    from kinmail.store.user import FolderState, UserState
+
+log = get_logger(__name__)
+
+FlagMode = Literal["set", "add", "remove"]
+FTS_BATCH = 500
+_NOT_ATOM = frozenset('(){ %*"\\]')
+
+
+def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
+    """System flags in their canonical case; `\\Recent` (never stored) and empty strings dropped."""
+    out = {maildir.canonical_flag(f) for f in flags if f}
+    out.discard("\\Recent")
+    for flag in out:
+        if flag.startswith("\\") and flag not in maildir.SYSTEM_FLAGS.values():
+            raise StoreError(f"unknown system flag {flag}")
+        if len(flag) > 128 or any(c in _NOT_ATOM or not 0x20 < ord(c) < 0x7F for c in flag.lstrip("\\")):
+            raise StoreError(f"invalid keyword {flag!r}")  # RFC 9051 §9: flag-keyword is an atom
+    return frozenset(out)
+
+
+class Mailbox:
+    """An open folder of one user. Safe to share between threads; cheap to create."""
+
+    def __init__(self, user: UserState, folder_id: int, quota: int | None = None) -> None:
+        self._user = user
+        self._id = folder_id
+        fs = user.folder_by_id(folder_id)
+        self._uidvalidity = fs.row.uidvalidity
+        self._name = fs.row.name
+        self.quota = quota
+
+    # --- state --------------------------------------------------------------------------------------------
+    @property
+    def _fs(self) -> FolderState:
+        fs = self._user.folders.get(self._id)
+        if fs is not None and fs.row.uidvalidity == self._uidvalidity:
+            self._name = fs.row.name
+            return fs
+        # the index was rebuilt (new folder ids) or the folder went away: find it again by name
+        folder_id = self._user.by_name.get(self._name)
+        fs = self._user.folders.get(folder_id) if folder_id is not None else None
+        if fs is None or folder_id is None or fs.row.uidvalidity != self._uidvalidity:
+            raise NoSuchFolder(f"folder {self._name!r} was deleted")
+        self._id = folder_id
+        return fs
+
+    @property
+    def name(self) -> str:
+        return self._fs.row.name
+
+    @property
+    def uidvalidity(self) -> int:
+        return self._fs.row.uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        return self._fs.row.uidnext
+
+    @property
+    def highestmodseq(self) -> int:
+        return self._fs.row.highestmodseq
+
+    @property
+    def special_use(self) -> str | None:
+        return self._fs.row.special_use
+
+    def exists(self) -> int:
+        """Number of messages (EXISTS), from memory when the list is loaded, else one index query."""
+        with self._user.reading():
+            fs = self._fs
+            if fs.infos is not None:
+                return len(fs.infos)
+            return self._user.db.count(fs.row.id)
+
+    def status(self) -> FolderStatus:
+        """STATUS counters straight from the index (does not load the message list)."""
+        with self._user.reading():
+            fs = self._fs
+            if fs.infos is not None:
+                infos = fs.infos.values()
+                return FolderStatus(
+                    messages=len(fs.infos),
+                    uidnext=fs.row.uidnext,
+                    uidvalidity=fs.row.uidvalidity,
+                    unseen=sum(1 for i in infos if "\\Seen" not in i.flags),
+                    deleted=sum(1 for i in infos if "\\Deleted" in i.flags),
+                    size=sum(i.size for i in infos),
+                    highestmodseq=fs.row.highestmodseq,
+                )
+            row = self._user.db.conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0),"
+                " coalesce(sum(instr(' ' || flags || ' ', ' \\Seen ') = 0), 0),"
+                " coalesce(sum(instr(' ' || flags || ' ', ' \\Deleted ') > 0), 0)"
+                " FROM messages WHERE folder=?",
+                (fs.row.id,),
+            ).fetchone()
+            return FolderStatus(
+                messages=int(row[0]),
+                uidnext=fs.row.uidnext,
+                uidvalidity=fs.row.uidvalidity,
+                unseen=int(row[2]),
+                deleted=int(row[3]),
+                size=int(row[1]),
+                highestmodseq=fs.row.highestmodseq,
+            )
+
+    def refresh(self) -> bool:
+        """Catch up with other processes and pick up files other programs added, renamed or removed.
+
+        Cheap when nothing changed (two `stat` calls); returns True when the folder changed.
+        """
+        with self._user.reading():
+            fs = self._fs
+            before = fs.row.highestmodseq
+            self._user.scan(fs)
+            return self._fs.row.highestmodseq != before
+
+    def messages(self) -> list[MessageInfo]:
+        """Every message in UID order (kept in memory per user and folder, updated incrementally)."""
+        with self._user.reading():
+            return list(self._user.infos(self._fs).values())
+
+    def uids(self) -> list[int]:
+        with self._user.reading():
+            return list(self._user.infos(self._fs))
+
+    def get(self, uid: int) -> MessageInfo | None:
+        """The message with this UID, or None; served from memory."""
+        fs = self._fs
+        infos = fs.infos
+        if infos is None:
+            with self._user.reading():
+                infos = self._user.infos(fs)
+        return infos.get(uid)
+
+    def path(self, uid: int) -> str:
+        """The message file's current path (it changes when flags change)."""
+        info = self.get(uid)
+        if info is None:
+            raise MessageGone(f"message {uid} was expunged")
+        return os.path.join(self._fs.path, info.filename)
+
+    def read(self, uid: int) -> bytes:
+        """The whole message with CRLF line ends; raises MessageGone when it was removed."""
+        for attempt in range(2):
+            info = self.get(uid)
+            if info is None:
+                raise MessageGone(f"message {uid} was expunged")
+            try:
+                with open(os.path.join(self._fs.path, info.filename), "rb") as f:
+                    return maildir.to_crlf(f.read())
+            except FileNotFoundError:
+                if attempt == 0:
+                    self._user.scan(self._fs, force=True)
+        raise MessageGone(f"message {uid} is gone")
+
+    # --- adding messages ----------------------------------------------------------------------------------
+    def append(self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None) -> int:
+        """Add a message (IMAP APPEND, delivery); durable when it returns; returns its UID."""
+        data = maildir.to_crlf(data)
+        flagset_ = normalize_flags(flags)
+        self._check_quota(len(data))
+        fs = self._fs
+        tmp, base = maildir.write_tmp(fs.path, data, internaldate)
+        try:
+            headers, body = extract_text(data)
+        except Exception:
+            headers, body = "", ""
+        internal = internaldate if internaldate is not None else os.stat(tmp).st_mtime
+        user = self._user
+        try:
+            with user.writing():
+                fs = self._fs
+                info = fs.keywords.info_for(flagset_)
+                filename = maildir.filename_for(base, info, new=not flagset_)
+                before = fs.mtimes()
+                os.rename(tmp, fs.path / filename)
+                fsync_dir(fs.path / filename.split("/")[0])
+                uid = fs.row.uidnext
+                modseq = fs.row.highestmodseq + 1
+                user.append_uidlist(fs, [(uid, base)])
+                with user.db.transaction():
+                    msg_id = user.db.insert_message(
+                        fs.row.id, uid, base, filename, modseq, flagtext(set(flagset_)), len(data), internal
+                    )
+                    user.db.fts_put(msg_id, headers, body)
+                    user.db.set_counters(fs.row.id, uid + 1, modseq)
+                    self._note_own_write(fs, before)
+                self._after_commit(fs, [MessageInfo(uid, flagset_, modseq, len(data), internal, filename)])
+                user.queue_change(fs, ChangeKind.APPEND, [uid])
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        log.debug("store.append", user=user.address, folder=fs.row.name, uid=uid, size=len(data))
+        return uid
+
+    def _check_quota(self, size: int) -> None:
+        if self.quota is None:
+            return
+        with self._user.reading():
+            used, _count = self._user.db.usage()
+        if used + size > self.quota:
+            raise QuotaExceeded(f"mailbox full: {used + size} bytes would exceed the quota of {self.quota}")
+
+    def _note_own_write(self, fs: FolderState, before: tuple[int, int]) -> None:
+        """After our own change, remember the directory mtimes, unless someone else changed them before us."""
+        if before == (fs.row.new_mtime, fs.row.cur_mtime):
+            after = fs.mtimes()
+            self._user.db.set_scan(fs.row.id, after[0], after[1], time.time_ns())
+
+    def _after_commit(
+        self, fs: FolderState, added: Iterable[MessageInfo] = (), removed: Iterable[int] = ()
+    ) -> None:
+        """Update the folder row and the loaded message list after a commit of ours."""
+        self._user.reload_row(fs)
+        if fs.infos is not None:
+            for uid in removed:
+                fs.infos.pop(uid, None)
+            for info in added:
+                fs.infos[info.uid] = info
+            fs.cache_modseq = fs.row.highestmodseq
+
+    # --- flags --------------------------------------------------------------------------------------------
+    def store_flags(
+        self,
+        uids: Iterable[int],
+        flags: Iterable[str],
+        mode: FlagMode = "set",
+        unchanged_since: int | None = None,
+    ) -> tuple[list[MessageInfo], list[int]]:
+        """Set, add or remove flags (IMAP STORE; UNCHANGEDSINCE of RFC 7162 §3.1.3).
+
+        Returns the messages whose flags changed (with their new MODSEQ) and the UIDs that failed the
+        UNCHANGEDSINCE test (for the MODIFIED response code). Messages whose flags would not change keep
+        their MODSEQ. Unknown UIDs are ignored.
+        """
+        wanted = normalize_flags(flags)
+        user = self._user
+        with user.writing():
+            fs = self._fs
+            infos = user.infos(fs)
+            plans: list[tuple[MessageInfo, frozenset[str], str]] = []
+            failed: list[int] = []
+            for uid in sorted(set(uids)):
+                info = infos.get(uid)
+                if info is None:
+                    continue
+                if unchanged_since is not None and info.modseq > unchanged_since:
+                    failed.append(uid)
+                    continue
+                if mode == "set":
+                    new = wanted
+                elif mode == "add":
+                    new = info.flags | wanted
+                else:
+                    new = info.flags - wanted
+                if new == info.flags:
+                    continue
+                base, _info = maildir.split_name(info.filename.split("/", 1)[1])
+                filename = maildir.filename_for(base, fs.keywords.info_for(new), new=False)
+                plans.append((info, new, filename))
+            if not plans:
+                return [], failed
+            before = fs.mtimes()
+            done: list[tuple[MessageInfo, frozenset[str], str]] = []
+            for info, new, filename in plans:
+                if filename != info.filename:
+                    try:
+                        os.rename(os.path.join(fs.path, info.filename), os.path.join(fs.path, filename))
+                    except FileNotFoundError:
+                        continue
+                done.append((info, new, filename))
+            fsync_dir(fs.path / "cur")
+            modseq = fs.row.highestmodseq + 1
+            changed: list[MessageInfo] = []
+            with user.db.transaction():
+                for info, new, filename in done:
+                    user.db.update_flags(fs.row.id, info.uid, filename, flagtext(set(new)), modseq)
+                    changed.append(info._replace(flags=new, modseq=modseq, filename=filename))
+                user.db.set_counters(fs.row.id, fs.row.uidnext, modseq)
+                self._note_own_write(fs, before)
+            self._after_commit(fs, changed)
+            if changed:
+                user.queue_change(fs, ChangeKind.FLAGS, [i.uid for i in changed])
+            if len(done) != len(plans):
+                user.scan(fs, force=True)
+            return changed, failed
+
+    # --- expunge, copy, move ------------------------------------------------------------------------------
+    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        """Remove the messages flagged `\\Deleted` (only those among `uids` when given); returns their UIDs."""
+        user = self._user
+        with user.writing():
+            fs = self._fs
+            infos = user.infos(fs)
+            pool = infos.values() if uids is None else [infos[u] for u in set(uids) if u in infos]
+            doomed = sorted((i for i in pool if "\\Deleted" in i.flags), key=lambda i: i.uid)
+            if not doomed:
+                return []
+            return self._remove(fs, doomed)
+
+    def _remove(self, fs: FolderState, doomed: list[MessageInfo]) -> list[int]:
+        user = self._user
+        before = fs.mtimes()
+        for info in doomed:
+            try:
+                os.unlink(os.path.join(fs.path, info.filename))
+            except FileNotFoundError:
+                pass
+        for sub in ("new", "cur"):
+            fsync_dir(fs.path / sub)
+        uids = [i.uid for i in doomed]
+        modseq = fs.row.highestmodseq + 1
+        with user.db.transaction():
+            user.db.delete_messages(fs.row.id, uids, modseq)
+            user.db.set_counters(fs.row.id, fs.row.uidnext, modseq)
+            stale = user.db.add_stale(fs.row.id, len(uids))
+            self._note_own_write(fs, before)
+        self._after_commit(fs, removed=uids)
+        user.queue_change(fs, ChangeKind.EXPUNGE, uids)
+        if stale > max(1000, user.db.count(fs.row.id)):
+            maildir.write_uidlist(fs.path, fs.row.uidvalidity, fs.row.uidnext, user.db.uid_bases(fs.row.id))
+            with user.db.transaction():
+                user.db.reset_stale(fs.row.id)
+        return uids
+
+    def _target(self, dest: Mailbox | str) -> Mailbox:
+        if isinstance(dest, Mailbox):
+            if dest._user is not self._user:
+                raise StoreError("cannot copy between users")
+            return dest
+        from kinmail.store.store import open_folder
+
+        return open_folder(self._user, dest, self.quota)
+
+    def copy(self, uids: Iterable[int], dest: Mailbox | str) -> list[tuple[int, int]]:
+        """Copy messages with their flags (hard links); returns (source UID, new UID) pairs for COPYUID."""
+        return self._transfer(uids, dest, move=False)
+
+    def move(self, uids: Iterable[int], dest: Mailbox | str) -> list[tuple[int, int]]:
+        """Move messages (RFC 6851): renamed into the target, one commit per folder; returns UID pairs."""
+        return self._transfer(uids, dest, move=True)
+
+    def _transfer(self, uids: Iterable[int], dest: Mailbox | str, *, move: bool) -> list[tuple[int, int]]:
+        target = self._target(dest)
+        user = self._user
+        with user.writing():
+            src = self._fs
+            dst = target._fs
+            infos = user.infos(src)
+            chosen = [infos[u] for u in sorted(set(uids)) if u in infos]
+            if not chosen:
+                return []
+            if not move:
+                target._check_quota(sum(i.size for i in chosen))
+            placed: list[tuple[MessageInfo, str, str]] = []
+            src_before, dst_before = src.mtimes(), dst.mtimes()
+            for info in chosen:
+                base = maildir.new_base(info.size, info.size)
+                filename = maildir.filename_for(base, dst.keywords.info_for(info.flags), new=not info.flags)
+                old = os.path.join(src.path, info.filename)
+                try:
+                    if move:
+                        os.rename(old, dst.path / filename)
+                    else:
+                        os.link(old, dst.path / filename)
+                except FileNotFoundError:
+                    continue
+                placed.append((info, base, filename))
+            for sub in ("new", "cur"):
+                fsync_dir(dst.path / sub)
+                if move:
+                    fsync_dir(src.path / sub)
+            if not placed:
+                user.scan(src, force=True)
+                return []
+            first = dst.row.uidnext
+            pairs = [(info.uid, first + n) for n, (info, _b, _f) in enumerate(placed)]
+            user.append_uidlist(dst, [(first + n, base) for n, (_i, base, _f) in enumerate(placed)])
+            modseq = dst.row.highestmodseq + 1
+            added: list[MessageInfo] = []
+            with user.db.transaction():
+                for (info, base, filename), (_s, uid) in zip(placed, pairs, strict=True):
+                    msg_id = user.db.insert_message(
+                        dst.row.id,
+                        uid,
+                        base,
+                        filename,
+                        modseq,
+                        flagtext(set(info.flags)),
+                        info.size,
+                        info.internaldate,
+                    )
+                    self._copy_cached(src, info.uid, msg_id)
+                    added.append(MessageInfo(uid, info.flags, modseq, info.size, info.internaldate, filename))
+                user.db.set_counters(dst.row.id, first + len(placed), modseq)
+                self._note_own_write(dst, dst_before)
+            self._after_commit(dst, added)
+            user.queue_change(dst, ChangeKind.APPEND, [uid for _s, uid in pairs])
+            if move:
+                gone = [info.uid for info, _b, _f in placed]
+                src_modseq = src.row.highestmodseq + 1
+                with user.db.transaction():
+                    user.db.delete_messages(src.row.id, gone, src_modseq)
+                    user.db.set_counters(src.row.id, src.row.uidnext, src_modseq)
+                    user.db.add_stale(src.row.id, len(gone))
+                    self._note_own_write(src, src_before)
+                self._after_commit(src, removed=gone)
+                user.queue_change(src, ChangeKind.EXPUNGE, gone)
+            return pairs
+
+    def _copy_cached(self, src: FolderState, uid: int, msg_id: int) -> None:
+        """The copy shares the original's cached data and full text (same bytes)."""
+        db = self._user.db
+        old = db.message_id(src.row.id, uid)
+        if old is None:
+            return
+        db.conn.execute(
+            "INSERT OR REPLACE INTO cache(msg, key, value) SELECT ?, key, value FROM cache WHERE msg=?",
+            (msg_id, old),
+        )
+        row = db.conn.execute("SELECT headers, body FROM fts WHERE rowid=?", (old,)).fetchone()
+        if row is not None:
+            db.fts_put(msg_id, row[0], row[1])
+
+    # --- CONDSTORE / QRESYNC ------------------------------------------------------------------------------
+    def changes_since(self, modseq: int) -> tuple[list[MessageInfo], list[int]]:
+        """Messages changed after `modseq` and UIDs expunged after it (RFC 7162 §3.1.4, §3.2.5)."""
+        with self._user.reading():
+            fs = self._fs
+            changed = [i for i in self._user.infos(fs).values() if i.modseq > modseq]
+            vanished = self._user.db.vanished_since(fs.row.id, modseq)
+            return changed, vanished
+
+    # --- cache and search ---------------------------------------------------------------------------------
+    def cache_get(self, uid: int, key: str) -> Any:
+        """A JSON value cached for this message (envelope, bodystructure...), or None."""
+        with self._user.reading():
+            db = self._user.db
+            msg_id = db.message_id(self._fs.row.id, uid)
+            if msg_id is None:
+                return None
+            text = db.cache_get(msg_id, key)
+        return None if text is None else json.loads(text)
+
+    def cache_put(self, uid: int, key: str, value: Any) -> None:
+        """Cache a JSON-able value for this message; dropped with the message."""
+        text = json.dumps(value, separators=(",", ":"))
+        with self._user.writing():
+            db = self._user.db
+            msg_id = db.message_id(self._fs.row.id, uid)
+            if msg_id is None:
+                return
+            with db.transaction():
+                db.cache_put(msg_id, key, text)
+
+    def search_text(self, query: str, part: Literal["text", "body"] = "text") -> set[int]:
+        """UIDs whose decoded text contains `query`, case-insensitively (SEARCH TEXT / BODY)."""
+        self._index_pending()
+        with self._user.reading():
+            return self._user.db.fts_search(self._fs.row.id, query, part == "body")
+
+    def _index_pending(self) -> None:
+        """Fill the full-text table for messages found by a scan or rebuild, a batch at a time so that
+        deliveries are not held up while a big imported folder is indexed."""
+        user = self._user
+        while True:
+            with user.reading():
+                fs = self._fs
+                pending = user.db.fts_pending(fs.row.id, FTS_BATCH)
+                path = fs.path
+            if not pending:
+                return
+            texts: list[tuple[int, str, str]] = []
+            for msg_id, filename in pending:
+                headers = body = ""
+                for name in (filename, getattr(self.get(msg_id & UID_MASK), "filename", "")):
+                    try:
+                        with open(os.path.join(path, name), "rb") as f:
+                            headers, body = extract_text(maildir.to_crlf(f.read()))
+                        break
+                    except (OSError, ValueError):
+                        continue
+                texts.append((msg_id, headers, body))
+            with user.writing():
+                db = user.db
+                with db.transaction():
+                    for msg_id, headers, body in texts:
+                        if db.message_id(msg_id >> UID_BITS, msg_id & UID_MASK) is None:
+                            continue
+                        if headers or body:
+                            db.fts_put(msg_id, headers, body)
+                        else:
+                            db.fts_skip(msg_id)

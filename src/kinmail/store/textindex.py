@@ -1,0 +1,78 @@
+"""Searchable text of a message: decoded header fields and the decoded text of its text parts.
+
+Called by the store when a message is added (and lazily for messages found by a rebuild) to fill the FTS5
+table that `Mailbox.search_text` queries (IMAP SEARCH TEXT and BODY, RFC 9051 §6.4.4). Keeps nothing on disk.
+Bad MIME never raises: what cannot be decoded is indexed as it is or left out.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import html
+import re
+from email.header import decode_header, make_header
+from email.message import Message
+
+MAX_TEXT = 1_000_000
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
+_SPACE = re.compile(r"[ \t\r\f\v]+")
+
+
+def _decode_header(value: str) -> str:
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:
+        return value
+
+
+def _part_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        content = payload.decode(charset, "replace")
+    except LookupError:
+        content = payload.decode("utf-8", "replace")
+    if part.get_content_subtype() == "html":
+        content = html.unescape(_TAGS.sub(" ", content))
+    return _SPACE.sub(" ", content)
+
+
+def extract_text(data: bytes) -> tuple[str, str]:
+    """(headers, body) text of a message for the full-text index."""
+    try:
+        msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+    except Exception:
+        text = data.decode("utf-8", "replace")
+        head, _, rest = text.partition("\r\n\r\n")
+        return head, rest[:MAX_TEXT]
+    headers: list[str] = []
+    for name, value in msg.items():
+        try:
+            headers.append(f"{name}: {_decode_header(str(value))}")
+        except Exception:
+            continue
+    body: list[str] = []
+    size = 0
+    try:
+        parts = list(msg.walk())
+    except Exception:
+        parts = []
+    for part in parts:
+        if size > MAX_TEXT:
+            break
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if part.get_content_disposition() == "attachment" and part.get_content_subtype() != "plain":
+            continue
+        try:
+            text = _part_text(part)
+        except Exception:
+            continue
+        body.append(text)
+        size += len(text)
+    return "\n".join(headers), "\n".join(body)[:MAX_TEXT]
