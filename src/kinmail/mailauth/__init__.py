@@ -1,0 +1,1 @@
+"""Message authentication: DKIM keys, signing and verification (later SPF, DMARC, ARC)."""
