@@ -1,0 +1,360 @@
+"""The durable spool: one message file and one metadata file per queued message, the only writer of `queue/`.
+
+Layout under `data_dir/queue/`:
+
+    tmp/            files being written (DATA streams here); anything left at start-up was never acknowledged
+    QID.eml         the message as it will be delivered (our Received header first)
+    QID.json        the envelope and per-recipient state (`QueuedMessage`); its presence commits the message
+    control/        requests from `kinmail queue delete|hold|release` for the running server (see cli/queue_cmd.py)
+    .lock           held (flock) by the running server: the CLI edits the spool itself only when it gets the lock
+
+A message is committed by fsyncing both files, renaming them into `queue/` (message first, metadata last) and
+fsyncing the folder; only then does SMTP answer `250`. Commits from concurrent sessions are grouped: one
+worker thread fsyncs every pending file and the folder once per batch (group commit). The scheduler
+(`kinmail.queue.scheduler`) is started by `kinmail.queue.service`. `Queue(rt)` is built by the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from email.utils import format_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kinmail.core import clock
+from kinmail.core.atomic import atomic_write, fsync_dir
+from kinmail.core.errors import KinmailError
+from kinmail.core.ids import new_queue_id
+from kinmail.core.log import get_logger
+
+if TYPE_CHECKING:
+    from kinmail.queue.scheduler import Scheduler
+    from kinmail.runtime import Runtime
+
+log = get_logger(__name__)
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+@dataclass(slots=True)
+class RecipientState:
+    """One envelope recipient: `status` pending/delivered/failed; `done` lists final local targets delivered."""
+
+    address: str
+    status: str = PENDING
+    code: int = 0
+    text: str = ""
+    remote_host: str = ""
+    orcpt: str = ""
+    notify: str = ""
+    done: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    """The metadata of one queued message (the `.json` file)."""
+
+    queue_id: str
+    sender: str
+    recipients: list[RecipientState]
+    arrival: float
+    origin: str = "smtp"
+    size: int = 0
+    attempts: int = 0
+    next_attempt: float = 0.0
+    held: bool = False
+    warned: bool = False
+    envid: str = ""
+    ret: str = ""
+    auth_user: str = ""
+    last_error: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> QueuedMessage:
+        raw: dict[str, Any] = json.loads(data)
+        raw["recipients"] = [RecipientState(**r) for r in raw["recipients"]]
+        return cls(**raw)
+
+    @property
+    def pending(self) -> list[RecipientState]:
+        return [r for r in self.recipients if r.status == PENDING]
+
+
+class SpoolFile:
+    """A message being received: bytes go straight to a file in `queue/tmp/`, never into memory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.queue_id = new_queue_id()
+        self.path = directory / f"{self.queue_id}.eml"
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise KinmailError("spool file is closed")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise KinmailError("spool file is closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass(slots=True)
+class _Commit:
+    spool: SpoolFile
+    meta: QueuedMessage
+    future: asyncio.Future[None]
+
+
+def received_by_us(hostname: str, queue_id: str, note: str = "") -> bytes:
+    """A Received header for mail that enters the queue without SMTP (RFC 5321 §4.4), naming the queue id."""
+    date = format_datetime(_local_now())
+    extra = f" ({note})" if note else ""
+    return f"Received: by {hostname} (kinmail){extra}\r\n\tid {queue_id}; {date}\r\n".encode()
+
+
+def _local_now() -> Any:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).astimezone()
+
+
+class Queue:
+    """The spool and its in-memory view. `enqueue` for whole messages, `open_spool` + `commit` for streams."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.dir = rt.data_dir / "queue"
+        self.tmp = self.dir / "tmp"
+        self.control = self.dir / "control"
+        for path in (self.dir, self.tmp, self.control):
+            path.mkdir(parents=True, exist_ok=True)
+        self.messages: dict[str, QueuedMessage] = {}
+        self.scheduler: Scheduler | None = None
+        self._pending: list[_Commit] = []
+        self._commit_wakeup: asyncio.Event | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
+        # Commits get their own thread so that slow deliveries can never hold up a `250`.
+        self._commit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-commit")
+
+    # --- paths -------------------------------------------------------------------------------------------
+    def message_path(self, queue_id: str) -> Path:
+        return self.dir / f"{queue_id}.eml"
+
+    def meta_path(self, queue_id: str) -> Path:
+        return self.dir / f"{queue_id}.json"
+
+    # --- start-up ----------------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the spool lock (the server is the spool's single writer); KinmailError when already taken."""
+        import fcntl
+
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise KinmailError(f"{self.dir} is in use by another kinmail process") from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def load(self) -> list[QueuedMessage]:
+        """Read every committed message; drop unacknowledged leftovers in tmp/ and messages without metadata."""
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+        loaded = []
+        for meta_file in sorted(self.dir.glob("*.json")):
+            queue_id = meta_file.stem
+            if not self.message_path(queue_id).exists():
+                log.error("queue.orphan_meta", queue_id=queue_id)
+                meta_file.unlink(missing_ok=True)
+                continue
+            try:
+                meta = QueuedMessage.from_json(meta_file.read_bytes())
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("queue.bad_meta", queue_id=queue_id, reason=str(exc))
+                continue
+            self.messages[queue_id] = meta
+            loaded.append(meta)
+        for eml in self.dir.glob("*.eml"):
+            if eml.stem not in self.messages and not self.meta_path(eml.stem).exists():
+                eml.unlink(missing_ok=True)  # renamed in, but the commit never finished: never acknowledged
+        return loaded
+
+    # --- writing -----------------------------------------------------------------------------------------
+    def open_spool(self) -> SpoolFile:
+        """A new file in tmp/ to stream a message into; `commit` or `SpoolFile.discard` it."""
+        return SpoolFile(self.tmp)
+
+    async def commit(
+        self,
+        spool: SpoolFile,
+        sender: str,
+        recipients: list[str] | list[RecipientState],
+        *,
+        origin: str,
+        **extra: Any,
+    ) -> str:
+        """Make `spool` a queued message: fsync, rename, fsync the folder (grouped with other sessions)."""
+        rcpts = [r if isinstance(r, RecipientState) else RecipientState(r) for r in recipients]
+        now = clock.now()
+        meta = QueuedMessage(
+            queue_id=spool.queue_id,
+            sender=sender,
+            recipients=rcpts,
+            arrival=now,
+            origin=origin,
+            size=spool.size,
+            next_attempt=now,
+            **extra,
+        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append(_Commit(spool, meta, future))
+        if self._commit_task is None or self._commit_task.done():
+            self._commit_wakeup = asyncio.Event()
+            self._commit_task = asyncio.create_task(self._commit_loop())
+        assert self._commit_wakeup is not None
+        self._commit_wakeup.set()
+        await future
+        self.messages[meta.queue_id] = meta
+        log.info(
+            "queue.enqueued",
+            queue_id=meta.queue_id,
+            from_=sender,
+            nrcpt=len(rcpts),
+            size=spool.size,
+            origin=origin,
+        )
+        if self.scheduler is not None:
+            self.scheduler.wake(meta.queue_id)
+        return meta.queue_id
+
+    async def enqueue(
+        self, sender: str, recipients: list[str], data: bytes, *, origin: str, **extra: Any
+    ) -> str:
+        """Queue a whole message (bounces, Sieve redirects and replies, webmail); durable before it returns.
+
+        A Received header naming the queue id is prepended (RFC 5321 §4.4)."""
+        spool = self.open_spool()
+        try:
+            spool.write(received_by_us(self.rt.config.hostname, spool.queue_id, origin))
+            spool.write(data)
+        except OSError as exc:
+            spool.discard()
+            raise KinmailError(f"cannot write to the queue: {exc}") from exc
+        return await self.commit(spool, sender, list(recipients), origin=origin, **extra)
+
+    async def _commit_loop(self) -> None:
+        assert self._commit_wakeup is not None
+        while True:
+            await self._commit_wakeup.wait()
+            self._commit_wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._commit_executor, self._commit_batch, batch)
+            except BaseException as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(
+                            exc if isinstance(exc, Exception) else KinmailError("cancelled")
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(None)
+
+    def _commit_batch(self, batch: list[_Commit]) -> None:
+        """In a worker thread: make every message of the batch durable, then one fsync of the folder.
+
+        Each file's data is flushed (fdatasync) before it is renamed in; the names are made durable by one
+        fsync of `queue/` for the whole batch. Files in `tmp/` need no folder fsync: after a crash they are
+        dropped anyway."""
+        started = time.monotonic()
+        for item in batch:
+            try:
+                os.fdatasync(item.spool.fileno())
+            finally:
+                item.spool.close()
+            tmp_meta = self.tmp / f"{item.meta.queue_id}.json"
+            fd = os.open(tmp_meta, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, item.meta.to_json())
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        for item in batch:
+            os.replace(item.spool.path, self.message_path(item.meta.queue_id))
+            os.replace(self.tmp / f"{item.meta.queue_id}.json", self.meta_path(item.meta.queue_id))
+        fsync_dir(self.dir)
+        log.debug(
+            "queue.group_commit", count=len(batch), duration_ms=round((time.monotonic() - started) * 1000, 1)
+        )
+
+    # --- updates (scheduler and control requests) --------------------------------------------------------
+    def save(self, meta: QueuedMessage) -> None:
+        """Rewrite the metadata of a message (durably); call from a worker thread."""
+        atomic_write(self.meta_path(meta.queue_id), meta.to_json(), mode=0o600)
+
+    def remove(self, queue_id: str) -> None:
+        """Forget a finished (or deleted) message: metadata first, so a crash never leaves a message unrecorded."""
+        self.messages.pop(queue_id, None)
+        self.meta_path(queue_id).unlink(missing_ok=True)
+        self.message_path(queue_id).unlink(missing_ok=True)
+
+    def read_message(self, queue_id: str) -> bytes:
+        return self.message_path(queue_id).read_bytes()
+
+    async def close(self) -> None:
+        if self._commit_task is not None:
+            while self._pending:
+                await asyncio.sleep(0.01)
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._commit_task
+        self._commit_executor.shutdown(wait=False)
+        self.unlock()
+
+
+def read_spool(queue_dir: Path) -> list[QueuedMessage]:
+    """The committed messages of a spool, read-only (for `kinmail queue list` and `show`)."""
+    out = []
+    for meta_file in sorted(queue_dir.glob("*.json")):
+        try:
+            out.append(QueuedMessage.from_json(meta_file.read_bytes()))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return out
