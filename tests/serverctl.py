@@ -55,6 +55,10 @@ def _toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
+class PortTaken(Exception):
+    """Another process bound one of the ports chosen for the server."""
+
+
 class KinmailServer:
     """A `kinmail serve` subprocess with its own config folder under `root`."""
 
@@ -72,23 +76,31 @@ class KinmailServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = root / "kinmail.toml"
         self.data_dir = root / "data"
-        self.ports = {name: free_port() for name in services}
+        self.services = services
         self.users = dict(USERS if users is None else users)
         self.domains = domains or list(DOMAINS)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "serve.log"
         self._write_tls()
+        self._sections = sections or {}
+        self._generated_config = ""
+        self._write_generated_config()
+        self.write_users()
+        (root / "aliases").write_text(aliases)
+
+    def _write_generated_config(self) -> None:
+        """Pick free ports and write the config; `start` does it again when a port was taken meanwhile."""
+        self.ports = {name: free_port() for name in self.services}
         merged: dict[str, dict[str, Any]] = {
             "listen": {
                 name: [f"{HOST}:{self.ports[name]}"] if name in self.ports else [] for name in SERVICES
             },
             "dns": {"nameservers": ["127.0.0.1:9"], "timeout": 0.5},
         }
-        for name, values in (sections or {}).items():
+        for name, values in self._sections.items():
             merged.setdefault(name, {}).update(values)
         self.write_config(merged)
-        self.write_users()
-        (root / "aliases").write_text(aliases)
+        self._generated_config = self.config_path.read_text()
 
     # --- files -------------------------------------------------------------------------------------------
     def _write_tls(self) -> None:
@@ -140,8 +152,21 @@ class KinmailServer:
             timeout=120,
         )
 
-    def start(self, timeout: float = 20.0) -> KinmailServer:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def start(self, timeout: float = 20.0, env: dict[str, str] | None = None) -> KinmailServer:
+        """Run `kinmail serve` and wait for it to be ready; `env` adds environment variables.
+
+        Free ports are found before the server binds them, so a test running in parallel may take one in
+        between: when that happens to a config this class wrote, new ports are chosen and it starts again."""
+        for _attempt in range(4):
+            try:
+                return self._start_once(timeout, env)
+            except PortTaken:
+                self._write_generated_config()
+        return self._start_once(timeout, env)
+
+    def _start_once(self, timeout: float, env: dict[str, str] | None) -> KinmailServer:
+        log_start = len(self.log())
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kinmail", "--config", str(self.config_path), "serve"],
@@ -154,8 +179,12 @@ class KinmailServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                output = self.log()[log_start:]
+                if "cannot listen on" in output and self.config_path.read_text() == self._generated_config:
+                    self.proc = None
+                    raise PortTaken(output)
                 raise RuntimeError(f"kinmail serve exited with {self.proc.returncode}:\n{self.log()}")
-            if "event=serve.ready" in self.log():
+            if "event=serve.ready" in self.log()[log_start:]:
                 return self
             time.sleep(0.05)
         self.stop()

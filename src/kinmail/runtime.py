@@ -42,6 +42,7 @@ class Runtime:
         for sub in ("queue", "mail", "index", "sieve", "state", "log"):
             (self.data_dir / sub).mkdir(exist_ok=True)
         self.store: Store = Store(self.data_dir / "mail", self.data_dir / "index")
+        self.store.quota_for = self._quota_for
         self.auth: Authenticator = Authenticator(self)
         self.queue: Queue = Queue(self)
         self.reload_hooks: list[Callable[[], None]] = []
@@ -52,6 +53,11 @@ class Runtime:
         loaded = load_config(config_path)
         directory = Directory.load(loaded)
         return cls(loaded, directory)
+
+    def _quota_for(self, address: str) -> int | None:
+        """The user's quota in bytes (from the users file, read at each call so that a reload applies)."""
+        user = self.directory.users.get(address)
+        return user.quota if user is not None else None
 
     @property
     def config(self) -> Config:

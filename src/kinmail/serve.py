@@ -75,6 +75,7 @@ async def run(rt: Runtime) -> None:
                 await asyncio.wait_for(service.stop(), STOP_TIMEOUT / max(1, len(services)) + 0.5)
             except (TimeoutError, Exception):
                 log.exception("serve.stop_failed", service=service.name)
+        await asyncio.to_thread(rt.store.close)
         pid_file(rt).unlink(missing_ok=True)
         log.info("serve.stopped")
 

@@ -7,7 +7,6 @@ click's usage errors exit 2.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,16 +16,35 @@ from kinmail.core.errors import ConfigError, KinmailError
 
 DEFAULT_CONFIG = "/etc/kinmail/kinmail.toml"
 
-# Modules that define `register(group: click.Group) -> None`.
-COMMAND_MODULES = (
-    "kinmail.cli.serve_cmd",
-    "kinmail.cli.setup_cmd",
-    "kinmail.cli.accounts_cmd",
-    "kinmail.cli.queue_cmd",
-    "kinmail.cli.sieve_cmd",
-    "kinmail.cli.dns_cmd",
-    "kinmail.cli.store_cmd",
-)
+# Each command and the module that defines it (through `register(group: click.Group) -> None`). Modules are
+# imported only when one of their commands runs, so that `kinmail user add` does not load the DNS library.
+COMMANDS = {
+    "serve": "kinmail.cli.serve_cmd",
+    "demo": "kinmail.cli.serve_cmd",
+    "reload": "kinmail.cli.serve_cmd",
+    "init": "kinmail.cli.setup_cmd",
+    "check": "kinmail.cli.setup_cmd",
+    "domain": "kinmail.cli.accounts_cmd",
+    "user": "kinmail.cli.accounts_cmd",
+    "alias": "kinmail.cli.accounts_cmd",
+    "map": "kinmail.cli.accounts_cmd",
+    "queue": "kinmail.cli.queue_cmd",
+    "sieve": "kinmail.cli.sieve_cmd",
+    "dns": "kinmail.cli.dns_cmd",
+    "index": "kinmail.cli.store_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(COMMANDS[cmd_name]).register(self)
+        return self.commands.get(cmd_name)
 
 
 class Context:
@@ -36,7 +54,7 @@ class Context:
         self.config_path = config_path
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -51,11 +69,6 @@ class Context:
 def cli(ctx: click.Context, config_path: Path) -> None:
     """kinmail: a complete mail server for a small group, configured by a few text files."""
     ctx.obj = Context(config_path)
-
-
-for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name).register(cli)
 
 
 def fail(message: str) -> None:

@@ -1,0 +1,228 @@
+"""The selected mailbox as one session sees it: its own sequence-number view, the flags it has told the client,
+and the changes it still owes the client (RFC 9051 §7.4-7.5, RFC 7162 §3.2.10 VANISHED).
+
+Other sessions' commits arrive as store notifications that mark the view dirty; `sync` then asks the store
+for `changes_since(modseq)` and reports EXISTS, flag FETCHes and — only when the rules allow (never during
+FETCH/STORE/SEARCH by sequence number, RFC 9051 §7.5.1) — EXPUNGE or VANISHED. \\Recent (IMAP4rev1) is
+tracked in memory per folder. Keeps nothing on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from kinmail.proto.imap_args import SeqSet
+from kinmail.proto.imap_response import ImapError, Status
+from kinmail.store.errors import NoSuchFolder
+
+if TYPE_CHECKING:
+    from kinmail.imapserver.session import Session
+    from kinmail.store.mailbox import Mailbox
+    from kinmail.store.types import MessageInfo
+
+# (user, folder, uidvalidity) -> highest UID some read-write session has seen; above it messages are \Recent.
+_RECENT_MARK: dict[tuple[str, str, int], int] = {}
+
+
+def recent_mark(user: str, mailbox: Mailbox) -> int:
+    return _RECENT_MARK.get((user, mailbox.name, mailbox.uidvalidity), 0)
+
+
+def flags_text(flags: Iterable[str], recent: bool = False) -> str:
+    items = sorted(flags)
+    if recent:
+        items.append("\\Recent")
+    return "(" + " ".join(items) + ")"
+
+
+class SelectedMailbox:
+    def __init__(self, session: Session, mailbox: Mailbox, *, readonly: bool) -> None:
+        self.mailbox = mailbox
+        self.name = mailbox.name  # kept: the store's property fails once another session deletes the folder
+        self.user = session.user or ""
+        self.readonly = readonly
+        self.condstore = "CONDSTORE" in session.enabled
+        self.qresync = "QRESYNC" in session.enabled
+        self.rev2 = "IMAP4REV2" in session.enabled  # IMAP4rev2 has no \\Recent (RFC 9051 §2.3.2)
+        self.uids: list[int] = []
+        self.msgs: dict[int, MessageInfo] = {}
+        self.highestmodseq = 0
+        self.expunged: set[int] = set()  # gone in the store, not yet told to the client
+        self.recent: set[int] = set()
+        self.dirty = False
+        self._exists_sent = 0
+
+    # --- loading -----------------------------------------------------------------------------------------
+    def load(self, infos: list[MessageInfo]) -> None:
+        """Called once at SELECT with the store's message list (UID order)."""
+        self.uids = [m.uid for m in infos]
+        self.msgs = {m.uid: m for m in infos}
+        self.highestmodseq = self.mailbox.highestmodseq
+        key = (self.user, self.mailbox.name, self.mailbox.uidvalidity)
+        mark = _RECENT_MARK.get(key, 0)
+        self.recent = set() if self.rev2 else set(self.uids[bisect.bisect_right(self.uids, mark) :])
+        if not self.readonly and self.uids:
+            _RECENT_MARK[key] = max(mark, self.uids[-1])
+        self._exists_sent = len(self.uids)
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    # --- lookups -----------------------------------------------------------------------------------------
+    def seq_of(self, uid: int) -> int:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        return 0
+
+    def uids_for(self, seqset: SeqSet, *, uid: bool, saved: list[int] | None = None) -> list[int]:
+        """The UIDs a sequence set or UID set names, in UID order (missing UIDs are left out)."""
+        if seqset.saved:
+            wanted = saved or []
+            return [u for u in wanted if u in self.msgs]
+        if not uid:
+            return [self.uids[s - 1] for s in seqset.resolve(len(self.uids))]
+        if not self.uids:
+            return []
+        out: set[int] = set()
+        largest = self.uids[-1]
+        for lo, hi in seqset.uid_ranges(largest):
+            a = bisect.bisect_left(self.uids, lo)
+            b = bisect.bisect_right(self.uids, hi)
+            out.update(self.uids[a:b])
+        return sorted(out)
+
+    def check_seqset(self, seqset: SeqSet) -> None:
+        """RFC 9051 §6.4.5: a sequence number above EXISTS is an error ("*" is fine)."""
+        for lo, hi in seqset.ranges:
+            if (
+                lo is None or hi is None
+            ):  # "n:*" is fine even past the end or in an empty mailbox (as Dovecot)
+                continue
+            if max(lo, hi) > len(self.uids):
+                raise ImapError(Status.BAD, "Invalid sequence number")
+
+    # --- changes -----------------------------------------------------------------------------------------
+    def note_flags(self, infos: Iterable[MessageInfo]) -> None:
+        """This session changed flags itself (and reports them itself)."""
+        for info in infos:
+            if info.uid in self.msgs:
+                self.msgs[info.uid] = info
+            if info.modseq > self.highestmodseq and not self.condstore:
+                pass
+
+    def note_expunged(self, uids: Iterable[int]) -> None:
+        self.expunged.update(u for u in uids if u in self.msgs)
+
+    async def refresh(self) -> None:
+        """Pick up files other programs added to or removed from the Maildir."""
+        try:
+            await asyncio.to_thread(self.mailbox.refresh)
+        except NoSuchFolder:
+            pass  # reported by the next sync
+        self.dirty = True
+
+    async def sync(self, session: Session, *, expunges: bool) -> None:
+        if self.dirty:
+            self.dirty = False
+            try:
+                changed, vanished = await asyncio.to_thread(self.mailbox.changes_since, self.highestmodseq)
+            except NoSuchFolder:
+                # another session deleted the selected folder: nothing sensible is left to show
+                session.untagged("BYE The selected mailbox was deleted")
+                session.close()
+                session.state = type(session.state).LOGOUT
+                return
+            self._apply(session, changed, vanished)
+        if expunges and self.expunged:
+            self._send_expunges(session)
+        if len(self.uids) != self._exists_sent:
+            self._exists_sent = len(self.uids)
+            session.untagged(f"{len(self.uids)} EXISTS")
+            if "IMAP4REV2" not in session.enabled:
+                session.untagged(f"{len(self.recent)} RECENT")
+
+    def _apply(self, session: Session, changed: list[MessageInfo], vanished: list[int]) -> None:
+        for uid in vanished:
+            if uid in self.msgs:
+                self.expunged.add(uid)
+        new: list[MessageInfo] = []
+        flag_changes: list[MessageInfo] = []
+        last = self.uids[-1] if self.uids else 0
+        for info in changed:
+            if info.modseq > self.highestmodseq:
+                self.highestmodseq = info.modseq
+            old = self.msgs.get(info.uid)
+            if old is not None:
+                if old.flags != info.flags or (self.condstore and old.modseq != info.modseq):
+                    flag_changes.append(info)
+                self.msgs[info.uid] = info
+            elif info.uid > last and info.uid not in vanished:
+                new.append(info)
+        self.highestmodseq = max(self.highestmodseq, self.mailbox.highestmodseq)
+        if new:
+            new.sort(key=lambda m: m.uid)
+            key = (self.user, self.name, self.mailbox.uidvalidity)
+            mark = _RECENT_MARK.get(key, 0)
+            for info in new:
+                self.uids.append(info.uid)
+                self.msgs[info.uid] = info
+                if info.uid > mark and not self.rev2:
+                    self.recent.add(info.uid)
+            if not self.readonly:
+                _RECENT_MARK[key] = max(mark, self.uids[-1])
+        for info in flag_changes:
+            seq = self.seq_of(info.uid)
+            if not seq or info.uid in self.expunged:
+                continue
+            parts = [f"FLAGS {flags_text(info.flags, info.uid in self.recent)}"]
+            if session.current_uid_command or self.qresync:
+                parts.append(f"UID {info.uid}")
+            if self.condstore:
+                parts.append(f"MODSEQ ({info.modseq})")
+            session.untagged(f"{seq} FETCH ({' '.join(parts)})")
+
+    def _send_expunges(self, session: Session) -> None:
+        gone = sorted(self.expunged)
+        self.expunged.clear()
+        announced: list[int] = []
+        for uid in reversed(gone):
+            seq = self.seq_of(uid)
+            if not seq:
+                continue
+            self._remove(uid)
+            if seq <= self._exists_sent:  # never tell of a message the client was not told exists
+                self._exists_sent -= 1
+                announced.append(uid)
+                if not self.qresync:
+                    session.untagged(f"{seq} EXPUNGE")
+        if self.qresync and announced:
+            session.untagged("VANISHED " + compress_uids(announced))
+
+    def _remove(self, uid: int) -> None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            del self.uids[i]
+        self.msgs.pop(uid, None)
+        self.recent.discard(uid)
+
+
+def compress_uids(uids: Iterable[int]) -> str:
+    """ "1,3:5,9" from a set of numbers."""
+    ordered = sorted(set(uids))
+    if not ordered:
+        return ""
+    parts = []
+    start = prev = ordered[0]
+    for u in ordered[1:]:
+        if u == prev + 1:
+            prev = u
+            continue
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = u
+    parts.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(parts)

@@ -1,0 +1,230 @@
+"""The IMAP service: listeners on `listen.imap` (STARTTLS) and `listen.imaps` (implicit TLS), and the thin
+asyncio layer that moves bytes between a socket and a `Session` (RFC 9051).
+
+`kinmail serve` calls `create(rt)`. Each connection gets a `Connection`: it feeds the sans-I/O
+`CommandParser`, answers literal continuations, runs commands one at a time through the session, and does the
+stream-level work (STARTTLS, COMPRESS=DEFLATE RFC 4978, reading IDLE's DONE). Keeps nothing on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import zlib
+from typing import TYPE_CHECKING
+
+from kinmail.core.ids import new_cid
+from kinmail.core.listen import start_stream_servers
+from kinmail.core.log import get_logger
+from kinmail.imapserver import cmd_append, cmd_auth, cmd_mailbox, cmd_message, cmd_search  # noqa: F401 - register
+from kinmail.imapserver.session import Session
+from kinmail.proto.imap_parser import BadInput, Command, CommandParser, NeedLiteral, RawLine
+from kinmail.proto.imap_response import Status, tagged, untagged
+
+if TYPE_CHECKING:
+    from kinmail.runtime import Runtime
+
+log = get_logger(__name__)
+
+READ_SIZE = 65536
+FLUSH_AT = 256 * 1024
+
+
+class Connection:
+    """One client connection: socket ↔ parser ↔ session."""
+
+    def __init__(
+        self, rt: Runtime, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool
+    ) -> None:
+        self.rt = rt
+        self.reader = reader
+        self.writer = writer
+        self.tls = tls
+        self.cid = new_cid()
+        peer = writer.get_extra_info("peername")
+        self.remote_ip = str(peer[0]) if isinstance(peer, tuple) else "127.0.0.1"
+        try:
+            self.loopback = ipaddress.ip_address(self.remote_ip.split("%")[0]).is_loopback
+        except ValueError:
+            self.loopback = False
+        cfg = rt.config.imap
+        self.parser = CommandParser(cfg.max_line_length, cfg.max_literal_size)
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._inflate: zlib._Decompress | None = None
+        self._deflate: zlib._Compress | None = None
+        self.closed = False
+
+    # --- output ------------------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+
+    async def send_big(self, data: bytes) -> None:
+        self.send(data)
+        if self._out_size >= FLUSH_AT:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.writer.write(data)
+        await self.writer.drain()
+
+    # --- input -------------------------------------------------------------------------------------------
+    async def _fill(self, timeout: float | None = None) -> bool:
+        if timeout:
+            async with asyncio.timeout(timeout):  # cheaper than wait_for, which makes a task per read
+                data = await self.reader.read(READ_SIZE)
+        else:
+            data = await self.reader.read(READ_SIZE)
+        if not data:
+            return False
+        if self._inflate is not None:
+            data = self._inflate.decompress(data)
+        self.parser.feed(data)
+        return True
+
+    async def read_line(self) -> bytes | None:
+        """One raw line (AUTHENTICATE responses, IDLE's DONE); None at end of stream."""
+        self.parser.raw = True
+        try:
+            while True:
+                ev = self.parser.next_event()
+                if isinstance(ev, RawLine):
+                    return ev.data
+                if ev is not None:  # cannot happen in raw mode without pending parts
+                    continue
+                if not await self._fill():
+                    return None
+        finally:
+            self.parser.raw = False
+
+    # --- stream changes ------------------------------------------------------------------------------------
+    async def start_tls(self) -> None:
+        assert self.rt.ssl_context is not None
+        self.parser = CommandParser(self.parser.max_line, self.parser.max_literal)  # drop injected bytes
+        await self.writer.start_tls(self.rt.ssl_context)
+        self.tls = True
+
+    def start_compress(self) -> None:
+        self._inflate = zlib.decompressobj(-15)
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        rest = bytes(self.parser._buf)  # data already read is compressed too
+        self.parser._buf.clear()
+        if rest:
+            self.parser.feed(self._inflate.decompress(rest))
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
+
+    @compressed.setter
+    def compressed(self, value: bool) -> None:  # the Stream protocol's attribute; set via start_compress
+        raise AttributeError("use start_compress")
+
+    # --- main loop ---------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        session = Session(self.rt, self)
+        log.debug("imap.connect", cid=self.cid, ip=self.remote_ip, tls=self.tls)  # imap.login names the ip
+        idle_timeout = self.rt.config.imap.idle_timeout
+        try:
+            session.greet()
+            await self.flush()
+            while not session.logged_out:
+                ev = self.parser.next_event()
+                if ev is None:
+                    await self.flush()
+                    if not await self._fill(idle_timeout):
+                        break
+                    continue
+                if isinstance(ev, Command):
+                    await session.execute(ev)
+                    if not self.parser.buffered:
+                        await self.flush()
+                elif isinstance(ev, NeedLiteral):
+                    if ev.too_big:
+                        self.send(tagged(ev.tag, Status.NO, "Literal too big", "TOOBIG"))
+                    elif ev.sync:
+                        self.send(b"+ Ready for literal data\r\n")
+                        await self.flush()
+                elif isinstance(ev, BadInput):
+                    session.bad_input(ev.tag, ev.text)
+                    if ev.fatal or session.logged_out:
+                        break
+        except TimeoutError:
+            self.send(untagged("BYE Autologout; idle for too long"))
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, zlib.error) as exc:
+            log.info("imap.connection_lost", cid=self.cid, reason=type(exc).__name__)
+        except asyncio.CancelledError:
+            self.send(untagged("BYE Server shutting down"))
+            raise
+        except Exception:
+            log.exception("imap.crash", cid=self.cid)
+            self.send(untagged("BYE Internal server error"))
+        finally:
+            session.close()
+            try:
+                await asyncio.wait_for(self.flush(), 2)
+            except Exception:
+                pass
+            self.writer.close()
+            log.info("imap.disconnect", cid=self.cid, ip=self.remote_ip, user=session.user)
+
+
+class ImapService:
+    name = "imap"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await Connection(self.rt, reader, writer, tls=tls).run()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve(reader, writer, tls=False)
+
+    async def _implicit_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve(reader, writer, tls=True)
+
+    async def start(self) -> None:
+        listen = self.rt.config.listen
+        self._servers = await start_stream_servers(listen.imap, self._plain, limit=READ_SIZE)
+        if listen.imaps:
+            if self.rt.ssl_context is None:
+                log.warning("imap.no_tls", reason="no certificate; imaps listeners not started")
+            else:
+                self._servers += await start_stream_servers(
+                    listen.imaps, self._implicit_tls, ssl_context=self.rt.ssl_context, limit=READ_SIZE
+                )
+        log.info("imap.listening", imap=",".join(listen.imap), imaps=",".join(listen.imaps))
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1)
+        self._servers = []
+
+
+def create(rt: Runtime) -> ImapService | None:
+    """The IMAP service, or None when neither `listen.imap` nor `listen.imaps` lists an address."""
+    if not rt.config.listen.imap and not rt.config.listen.imaps:
+        return None
+    return ImapService(rt)

@@ -1,0 +1,151 @@
+"""IMAP semantics where the server and the store meet, through imaplib against one `kinmail serve`: MOVE into
+the same mailbox, subscriptions that outlive a deleted mailbox, SEARCH on header fields a message lacks,
+ENVELOPE after ENABLE UTF8=ACCEPT, and several FETCH items of one message in one command."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.serverctl import HOST, USERS, KinmailServer
+
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinmailServer]:
+    root = tmp_path_factory.mktemp("imapsemantics")
+    with KinmailServer(root / "kinmail", services=("imap",)) as srv:
+        yield srv
+
+
+def login(server: KinmailServer, user: str = ALICE) -> imaplib.IMAP4:
+    m = imaplib.IMAP4(HOST, server.port("imap"))
+    m.login(user, dict(USERS)[user])
+    return m
+
+
+def message(subject: str | None, body: str = "text", extra: str = "") -> bytes:
+    head = "From: Bob <bob@example.test>\r\nTo: alice@example.test\r\n" + extra
+    if subject is not None:
+        head += f"Subject: {subject}\r\n"
+    return f"{head}\r\n{body}\r\n".encode()
+
+
+def uids_of(m: imaplib.IMAP4) -> list[int]:
+    typ, data = m.uid("SEARCH", "ALL")
+    assert typ == "OK"
+    return [int(x) for x in data[0].split()]
+
+
+def test_move_into_the_same_mailbox_gives_new_uids(server: KinmailServer) -> None:
+    m = login(server)
+    m.create("Moving")
+    for n in range(3):
+        m.append("Moving", r"(\Flagged)", None, message(f"move {n}"))
+    m.select("Moving")
+    before = uids_of(m)
+    assert len(before) == 3
+    typ, data = m.uid("MOVE", f"{before[0]}:{before[1]}", "Moving")
+    assert typ == "OK"
+    copyuid = [r for r in m.untagged_responses.get("OK", []) if b"COPYUID" in r]
+    assert copyuid, m.untagged_responses
+    after = uids_of(m)
+    # RFC 6851 §3.3: the originals are gone, the moved messages come back under new UIDs, flags kept
+    assert len(after) == 3
+    assert before[0] not in after and before[1] not in after
+    assert before[2] in after
+    typ, data = m.uid("FETCH", ",".join(str(u) for u in after), "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    text = b" ".join(x[0] + x[1] if isinstance(x, tuple) else x for x in data)
+    assert text.count(b"\\Flagged") == 3
+    assert all(f"move {n}".encode() in text for n in range(3))
+    m.close()
+    typ, data = m.status("Moving", "(MESSAGES)")
+    assert b"MESSAGES 3" in data[0]
+    m.logout()
+
+
+def test_subscription_outlives_a_deleted_mailbox(server: KinmailServer) -> None:
+    m = login(server)
+    assert m.create("Ephemeral")[0] == "OK"
+    assert m.subscribe("Ephemeral")[0] == "OK"
+    assert m.delete("Ephemeral")[0] == "OK"
+    # RFC 9051 §6.3.9: DELETE does not unsubscribe; LSUB and LIST (SUBSCRIBED) still show the name
+    typ, data = m.lsub('""', "Ephemeral")
+    assert typ == "OK" and data[0] is not None and b"Ephemeral" in data[0]
+    typ, data = m.list('""', "Ephemeral")
+    assert data == [None]
+    typ, data = m._simple_command("LIST", "(SUBSCRIBED)", '""', "Ephemeral")  # type: ignore[attr-defined]
+    _typ, lines = m._untagged_response(typ, data, "LIST")  # type: ignore[attr-defined]
+    assert lines[0] is not None and b"\\NonExistent" in lines[0] and b"\\Subscribed" in lines[0]
+    assert m.unsubscribe("Ephemeral")[0] == "OK"
+    assert m.lsub('""', "Ephemeral")[1] == [None]
+    m.logout()
+
+
+def test_search_header_keys_need_the_field(server: KinmailServer) -> None:
+    m = login(server)
+    m.create("Headers")
+    m.append("Headers", None, None, message("with subject", extra="Cc: carol@example.test\r\n"))
+    m.append("Headers", None, None, message(None))
+    m.append("Headers", None, None, message(""))
+    m.select("Headers")
+    search = lambda *key: m.search(None, *key)[1][0].split()  # noqa: E731
+    # RFC 9051 §6.4.4: an empty string matches every message that has the field, and only those
+    assert search("SUBJECT", '""') == [b"1", b"3"]
+    assert search("CC", '""') == [b"1"]
+    assert search("BCC", '""') == []
+    assert search("HEADER", "CC", '""') == [b"1"]
+    assert search("HEADER", "X-Nothing", '""') == []
+    assert search("NOT", "SUBJECT", '""') == [b"2"]
+    assert search("FROM", '""') == [b"1", b"2", b"3"]
+    assert search("SUBJECT", "subject") == [b"1"]
+    m.logout()
+
+
+def test_envelope_after_enable_utf8_accept(server: KinmailServer) -> None:
+    m = login(server, BOB)
+    raw = "From: Jürgen <j@example.test>\r\nSubject: Grüße aus Köln\r\n\r\nHallo\r\n".encode()
+    m.append("INBOX", None, None, raw)
+    m.select("INBOX")
+    typ, data = m.fetch("*", "(ENVELOPE)")
+    # Without UTF8=ACCEPT 8-bit text goes out as a literal (RFC 9051 §4.3)
+    assert isinstance(data[0], tuple)
+    m.close()
+    assert m.enable("UTF8=ACCEPT")[0] == "OK"
+    m.select("INBOX")
+    typ, data = m.fetch("*", "(ENVELOPE)")
+    # ... and as a quoted UTF-8 string once it is enabled (RFC 6855 §3)
+    assert isinstance(data[0], bytes), data
+    assert '"Grüße aus Köln"'.encode() in data[0]
+    m.logout()
+
+
+def test_many_items_of_one_message_in_one_fetch(server: KinmailServer) -> None:
+    m = login(server)
+    m.create("Items")
+    body = "--b\r\nContent-Type: text/plain\r\n\r\npart one\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>two</p>\r\n--b--\r\n"
+    m.append(
+        "Items",
+        None,
+        None,
+        message("multi", body, extra='MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b"\r\n'),
+    )
+    m.select("Items", readonly=True)
+    typ, data = m.fetch(
+        "1",
+        "(ENVELOPE BODYSTRUCTURE RFC822.SIZE BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[HEADER.FIELDS (SUBJECT)]"
+        " BINARY.PEEK[1] BINARY.SIZE[2] RFC822.HEADER)",
+    )
+    assert typ == "OK"
+    text = b"".join(x[0] + x[1] if isinstance(x, tuple) else x for x in data)
+    assert b'"multi"' in text
+    assert b'("text" "plain"' in text.lower() or b'("TEXT" "PLAIN"' in text
+    assert b"part one" in text and b"<p>two</p>" in text
+    assert re.search(rb"BINARY\.SIZE\[2\] 10", text), text
+    assert b"Subject: multi" in text
+    m.logout()
