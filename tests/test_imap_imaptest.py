@@ -18,8 +18,6 @@ from tests.imaptest import Conn, ScriptRun, load_script
 from tests.serverctl import HOST, KinmailServer
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "peer-suites" / "imaptest" / "tests"
-if not SUITE.is_dir():
-    SUITE = Path("/work/shared/peer-suites/imaptest/tests")
 EXCLUDED_FILE = Path(__file__).parent / "imaptest" / "excluded.md"
 PASSWORD = "imaptest-secret-9"
 

@@ -76,6 +76,14 @@ class Runtime:
             return None
         return server_context(cert, key)
 
+    def warn_about_scripts(self) -> None:
+        """Log problems in the group's Sieve scripts. They do not stop a start or a reload: the scripts are read
+        at each delivery, and a broken one delivers to INBOX and tells the user (`kinmail check` lists them)."""
+        from kinmail.delivery.filtering import check_scripts
+
+        for problem in check_scripts(self.loaded):
+            log.warning("sieve.script_problem", location=problem.location, reason=problem.message)
+
     def reload(self) -> list[Problem]:
         """Re-read config, users, aliases and maps. On any problem keep the running state and return them."""
         try:
@@ -90,6 +98,7 @@ class Runtime:
             log.error("reload.failed", reason=str(exc))
             return [Problem(str(self.loaded.path), str(exc))]
         self.loaded, self.directory, self.ssl_context = loaded, directory, ssl_context
+        self.warn_about_scripts()
         for hook in self.reload_hooks:
             hook()
         log.info("reload.done", users=len(directory.users), domains=len(loaded.config.domains))

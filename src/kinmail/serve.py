@@ -27,7 +27,6 @@ SERVICE_MODULES = (
     "kinmail.imapserver.service",
     "kinmail.pop3server.service",
     "kinmail.managesieve.service",
-    "kinmail.web.service",
 )
 
 STOP_TIMEOUT = 4.0
@@ -45,16 +44,12 @@ def pid_file(rt: Runtime) -> Path:
     return rt.data_dir / "state" / "kinmail.pid"
 
 
-def _available_modules() -> list[str]:
-    return [name for name in SERVICE_MODULES if importlib.util.find_spec(name) is not None]
-
-
 async def run(rt: Runtime) -> None:
     """Start the services, wait for a stop signal, stop them."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     services: list[Service] = []
-    for module_name in _available_modules():
+    for module_name in SERVICE_MODULES:
         module = importlib.import_module(module_name)
         service: Service | None = module.create(rt)
         if service is None:
@@ -84,6 +79,7 @@ def serve(config_path: Path) -> None:
     """Load the configuration (raising ConfigError on problems) and run until stopped."""
     rt = Runtime.load(config_path)
     setup_logging(rt.config.log_level, rt.data_dir / "log")
+    rt.warn_about_scripts()
     try:
         import uvloop
 

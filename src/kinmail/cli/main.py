@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -71,7 +72,7 @@ def cli(ctx: click.Context, config_path: Path) -> None:
     ctx.obj = Context(config_path)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"kinmail: {message}", err=True)
     sys.exit(1)
 
@@ -95,5 +96,8 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}")
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -15,13 +15,9 @@ written since the message arrived (`DeliveryLedger`). Keeps nothing on disk itse
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
 import os
 import re
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +33,7 @@ from kinmail.delivery.actions import (
     Reject,
     SendMessage,
 )
+from kinmail.delivery.filtering import decide
 
 if TYPE_CHECKING:
     from kinmail.config.directory import Recipient
@@ -147,16 +144,6 @@ def is_auto_submitted(message: bytes) -> bool:
     return False
 
 
-@functools.cache
-def _filtering() -> Callable[..., FilterResult] | None:
-    """`kinmail.delivery.filtering.decide`, or None when filtering is not installed (then: INBOX)."""
-    if importlib.util.find_spec("kinmail.delivery.filtering") is None:
-        return None
-    module = importlib.import_module("kinmail.delivery.filtering")
-    decide: Callable[..., FilterResult] = module.decide
-    return decide
-
-
 def has_loop(message: bytes, address: str) -> bool:
     """A Delivered-To header for `address` already in the message: a mail loop (Postfix local(8))."""
     end = message.find(b"\r\n\r\n")
@@ -188,18 +175,10 @@ def deliver_local(
 
         return run_mailbox_command(rt, sender=sender, target=target, message=data, delivered_to=dt)
     try:
-        decide = _filtering()
-    except Exception:  # a filtering module that cannot load must not stop delivery
-        log.exception("delivery.filtering_unavailable", queue_id=queue_id)
-        decide = None
-    if decide is None:
+        result = decide(rt, target, sender, data)
+    except Exception:  # a bug in filtering must never lose mail: keep it in INBOX
+        log.exception("delivery.filter_failed", queue_id=queue_id, rcpt=dt)
         result = FilterResult([Keep()], data)
-    else:
-        try:
-            result = decide(rt, target, sender, data)
-        except Exception:
-            log.exception("delivery.filter_failed", queue_id=queue_id, rcpt=dt)
-            result = FilterResult([Keep()], data)
     return _carry_out(rt, queue_id, sender, target, dt, result)
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -27,6 +25,7 @@ from kinmail.core.log import get_logger
 from kinmail.delivery.local import DELIVERED, PERMANENT, TEMPORARY, DeliveryLedger, Outcome, deliver_local
 from kinmail.queue.dsn import FailedRecipient, build_dsn
 from kinmail.queue.spool import FAILED, PENDING, QueuedMessage, RecipientState
+from kinmail.smtpclient.transport import RemoteTransport
 
 if TYPE_CHECKING:
     from kinmail.config.directory import Recipient
@@ -61,7 +60,7 @@ class Scheduler:
         self.ledger: DeliveryLedger | None = None
         self.recovered: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._transport: Any = None
+        self._transport: RemoteTransport | None = None
         self._flush = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="delivery")
 
@@ -204,20 +203,15 @@ class Scheduler:
             out.append((rcpt, target.address, outcome))
         return out
 
-    def _remote_transport(self) -> Any:
-        if self._transport is None and importlib.util.find_spec("kinmail.smtpclient.transport") is not None:
-            module = importlib.import_module("kinmail.smtpclient.transport")
-            self._transport = module.RemoteTransport(self.rt)
+    def _remote_transport(self) -> RemoteTransport:
+        if self._transport is None:
+            self._transport = RemoteTransport(self.rt)
         return self._transport
 
     async def _deliver_remote(
         self, meta: QueuedMessage, rcpts: list[tuple[RecipientState, str]]
     ) -> list[tuple[RecipientState, str, Outcome]]:
         transport = self._remote_transport()
-        if transport is None:
-            return [
-                (r, a, Outcome(TEMPORARY, 451, "4.4.1", "remote delivery is not available")) for r, a in rcpts
-            ]
         addresses = [a for _, a in rcpts]
         try:
             results = await transport.deliver(

@@ -87,7 +87,7 @@ class ScriptStore:
 
     def get(self, name: str) -> str:
         try:
-            return self._path(name).read_text(encoding="utf-8")
+            return self._path(name).read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise NoSuchScript(f"no script named {name!r}") from None
 

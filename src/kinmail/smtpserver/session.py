@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from kinmail.auth import sasl
 from kinmail.core.ids import new_cid
 from kinmail.core.log import get_logger
+from kinmail.mailauth.dkim import sign_message
 from kinmail.policy.checks import check_client, check_helo, check_recipient, check_sender, in_networks
 from kinmail.policy.decision import Action, Decision, Reason
 from kinmail.proto import smtp
@@ -763,10 +764,6 @@ class SmtpSession:
 
     async def _dkim_sign(self, message: bytes, domain: str | None) -> bytes:
         if not domain or not self.rt.directory.is_local_domain(domain):
-            return message
-        try:
-            from kinmail.mailauth.dkim import sign_message
-        except ImportError:
             return message
         try:
             return await asyncio.to_thread(sign_message, self.rt, message, domain)
