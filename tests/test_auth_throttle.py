@@ -1,6 +1,6 @@
 """`Authenticator.login` and login throttling: growing delays after the free failures, refusal without a
 check after the lockout count, counts reset by a success and aged out by the window, IPv6 counted by /64,
-the verification cache, failures that outlive a restart (the state file), and logs that never contain the
+the verification cache, a decoy check for unknown users, failures that outlive a restart (the state file), and logs that never contain the
 password."""
 
 from __future__ import annotations
@@ -160,6 +160,9 @@ async def test_repeated_logins_hit_the_cache_and_a_new_password_misses_it(
     assert len(calls) == 1
     assert not (await auth.login("alice@example.test", PASSWORD + "!", remote_ip="192.0.2.1")).ok
     assert len(calls) == 2
+    # An unknown user costs a check too (against a decoy), so timing does not tell which accounts exist.
+    assert not (await auth.login("nobody@example.test", PASSWORD, remote_ip="192.0.2.1")).ok
+    assert len(calls) == 3
     # Changing the password changes the stored hash: the old password no longer works.
     (tmp_path / "users").write_text(f"alice@example.test:{{PLAIN}}new-one\nbob@example.test:{stored_hash}\n")
     rt.directory = Directory.load(load_config(tmp_path / "kinmail.toml"))

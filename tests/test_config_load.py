@@ -208,6 +208,13 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
     assert str(info.value) == "kinmail.toml:2: not valid UTF-8"
 
 
+@pytest.mark.parametrize("text", ["a = " + "[" * 100_000, "a = " + "{b = " * 5_000])
+def test_absurdly_nested_values_are_a_problem_not_a_crash(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert str(info.value) == "kinmail.toml: arrays or tables nested too deeply"
+
+
 SCALARS = st.one_of(
     st.booleans(),
     st.integers(-(2**40), 2**40),

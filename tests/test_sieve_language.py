@@ -335,6 +335,22 @@ def test_any_message_runs_without_crashing(parts: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize(
+    "nesting",
+    [
+        b"".join(
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(3000)
+        ),
+        b"Content-Type: message/rfc822\r\n\r\n" * 3000,
+    ],
+)
+def test_mime_nested_past_the_parsers_depth_still_runs(nesting: bytes) -> None:
+    """The email package recurses once per MIME level: a message nested thousands deep is seen as one part."""
+    raw = b"Subject: deep\r\n" + nesting + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+    result = Interpreter(raw, Envelope("a@example.org", "x@example.test"), Host()).run(compile_script(BROAD))
+    assert result.final_actions()
+
+
+@pytest.mark.parametrize(
     ("value", "pattern", "expected"),
     [
         ("a@b@c", "*@*", ["a@b@c", "a", "b@c"]),

@@ -5,7 +5,8 @@ The slow hash check runs in a worker thread (`asyncio.to_thread`) so the event l
 checks are remembered in a small in-memory cache keyed by the stored hash and a keyed digest of the password
 (the digest uses a random per-process key, so the cache holds nothing an attacker could reuse), which makes
 repeated logins of busy clients cheap; changing a password changes the stored hash and so misses the cache.
-Logs `auth.ok` and `auth.fail` with user, ip and service — never the password.
+A login for an unknown user checks the password against a decoy hash, so its answer takes as long as a
+real one. Logs `auth.ok` and `auth.fail` with user, ip and service — never the password.
 
 Created once by `Runtime` as `rt.auth`. Keeps the throttling state in `data_dir/state/auth.sqlite` (see
 `kinmail.auth.throttle`: counted in memory, written through so that a restart keeps it).
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kinmail.auth.passwords import verify_password
+from kinmail.auth.passwords import hash_password, verify_password
 from kinmail.auth.throttle import Limits, Throttle, ip_key
 from kinmail.core.log import get_logger
 
@@ -66,6 +67,7 @@ class Authenticator:
         self._cache: OrderedDict[tuple[str, bytes], None] = OrderedDict()
         self._cache_key = secrets.token_bytes(32)
         self._slots: asyncio.Semaphore | None = None
+        self._decoy_hash: str | None = None
 
     def _limits(self) -> Limits:
         conf = self._rt.config.auth
@@ -94,6 +96,12 @@ class Authenticator:
                 self._cache.popitem(last=False)
         return ok
 
+    async def _decoy(self) -> str:
+        """A hash of a random password, checked for unknown users (made once, on first need, off the loop)."""
+        if self._decoy_hash is None:
+            self._decoy_hash = await asyncio.to_thread(hash_password, secrets.token_urlsafe(24))
+        return self._decoy_hash
+
     async def login(
         self, username: str, password: str, *, remote_ip: str | None = None, service: str = ""
     ) -> AuthResult:
@@ -108,9 +116,12 @@ class Authenticator:
         if delay > 0:
             await self._sleep(delay)
         account = self._rt.directory.users.get(user) if user else None
-        ok = False
         if account is not None and account.password:
             ok = await self._verify(account.password, password)
+        else:
+            # As slow as a real check, so that the answer's timing does not tell which accounts exist.
+            await self._verify(await self._decoy(), password)
+            ok = False
         if ok:
             self.throttle.succeed(keys)
             log.info("auth.ok", user=user, ip=remote_ip, service=service)

@@ -139,6 +139,8 @@ def parse_config(text: str, name: str = "kinmail.toml") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_toml_problem(name, text, exc)]) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError([Problem(name, "arrays or tables nested too deeply")]) from None
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

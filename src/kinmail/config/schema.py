@@ -194,7 +194,8 @@ class Pop3(Section):
 
 
 class Auth(Section):
-    """Login checks shared by every protocol: throttling of failed logins per client IP and per user."""
+    """Login checks shared by every protocol: throttling of failed logins per client IP and per user. The
+    failures are kept in `data_dir/state/auth.sqlite`, so a restart does not lift a lockout."""
 
     throttle_free_failures: int = Field(
         default=3, ge=0, description="Failed logins per IP or user before delays start"
