@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from kinmail.proto import pop3
 from kinmail.proto.pop3 import Pop3Message, Pop3Session, SendMessage, State
 from tests.serverctl import KinmailServer
-from tests.test_pop3_helpers import Pop3Users, drop_into_maildir, running_server, wait_for_count
+from tests.test_pop3_helpers import (
+    Pop3Users,
+    client_context,
+    drop_into_maildir,
+    running_server,
+    wait_for_count,
+)
 
 USERS = Pop3Users("fast", 8)
 
@@ -189,6 +195,28 @@ def test_retr_shortcut_only_in_the_transaction_state() -> None:
     assert session.handle_line(b"RETR 2\r\n") == [SendMessage(2, 11, 101, None)]
 
 
+def test_large_message_as_is_over_tls_never_bypasses_tls(server: KinmailServer) -> None:
+    """sendfile would write past TLS: over STLS and POP3S the same message goes through the TLS transport."""
+    user = USERS.take()
+    data = big_message("tls as is", 3000, None)
+    drop_into_maildir(server, user, data)
+    wait_for_count(server, user, 1)
+    retr_raw(server, user, [1, 1])  # plain: decided, kept in the store, then sent with sendfile
+    before = server.log().count("event=pop3.sendfile")
+    assert before > 0
+    pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=30)
+    pop.stls(client_context(server))
+    pops = poplib.POP3_SSL("127.0.0.1", server.port("pop3s"), context=client_context(server), timeout=30)
+    for client in (pop, pops):
+        client.user(user)
+        client.pass_(USERS.password(user))
+        for _ in range(2):
+            _, lines, _ = client.retr(1)
+            assert b"".join(line + b"\r\n" for line in lines) == data
+        client.quit()
+    assert server.log().count("event=pop3.sendfile") == before
+
+
 def test_sendfile_remainder_when_the_client_reads_slowly(server: KinmailServer) -> None:
     """The socket takes only part of a large message at once while the client is not reading: the rest is
     read and queued, and everything still arrives in order."""
@@ -197,7 +225,7 @@ def test_sendfile_remainder_when_the_client_reads_slowly(server: KinmailServer) 
     drop_into_maildir(server, user, data)
     wait_for_count(server, user, 1)
     retr_raw(server, user, [1])  # decides (and keeps in the store) that the message can go out as it is
-    before = server.log().count("event=pop3.sendfile")
+    before = len(server.log())
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # before connecting: a small window
     sock.settimeout(30)
@@ -209,14 +237,12 @@ def test_sendfile_remainder_when_the_client_reads_slowly(server: KinmailServer) 
     assert reader.readline().startswith(b"+OK")
     sock.sendall(b"RETR 1\r\nNOOP\r\n")
     deadline = time.monotonic() + 30
-    while (
-        server.log().count("event=pop3.sendfile") == before
-    ):  # sent what the socket took; we do not read yet
-        assert time.monotonic() < deadline, "no sendfile"
+    while "event=pop3.sendfile_full" not in server.log()[before:]:  # the socket is full; we do not read yet
+        assert time.monotonic() < deadline, "the socket never filled up"
         time.sleep(0.02)
-    line = server.log().split("event=pop3.sendfile")[-1].split("\n", 1)[0]
+    line = server.log()[before:].split("event=pop3.sendfile_full")[1].split("\n", 1)[0]
     fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-    assert int(fields["sent"]) < int(fields["size"]), line
+    assert 0 < int(fields["offset"]) < int(fields["size"]), line
     assert reader.readline().startswith(b"+OK")
     body = []
     while (got := reader.readline()) != b".\r\n":

@@ -32,7 +32,7 @@ def test_no_plaintext_login_before_stls(server: KinmailServer) -> None:
         pop.user(user)
     token = base64.b64encode(f"\0{user}\0{USERS.password(user)}".encode()).decode()
     with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
-        pop._shortcmd(f"AUTH PLAIN {token}")
+        pop._shortcmd(f"AUTH PLAIN {token}")  # type: ignore[attr-defined]
     pop.stls(client_context(server))
     assert "USER" in pop.capa()
     pop.user(user)

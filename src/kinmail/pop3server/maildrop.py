@@ -1,9 +1,11 @@
 """A POP3 session's view of a user's INBOX: the locked, numbered snapshot taken at login.
 
-Called by `kinmail.pop3server.session` (from a worker thread: everything here touches the disk). Reads the
-mailbox through `kinmail.store` and, for Maildirs moved over from Dovecot, the POP3 UIDLs Dovecot recorded in
-`dovecot-uidlist` (read only; the file is the store's). Writes nothing itself: deletions at QUIT go through the
-store, which broadcasts them to IMAP sessions.
+Called by `kinmail.pop3server.protocol`: loading, expunging and reading messages not in the page cache from
+worker threads; reading a cached message (`encoded_if_cached`, RWF_NOWAIT) and opening one for `sendfile` on
+the event loop. Reads the mailbox through `kinmail.store` and, for Maildirs moved over from Dovecot, the POP3
+UIDLs Dovecot recorded in `dovecot-uidlist` (read only; the file is the store's). Writes no file itself:
+deletions at QUIT go through the store, which broadcasts them to IMAP sessions, and whether a large message can
+be sent as it is is kept in the store's per-message cache (key `pop3.as_is`).
 """
 
 from __future__ import annotations

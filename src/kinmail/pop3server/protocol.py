@@ -3,7 +3,8 @@
 `kinmail.pop3server.service` accepts connections through `kinmail.core.listen` and hands each transport to a
 `Pop3Protocol`. Commands whose answer is at hand (listings, a message already read ahead) are answered right
 in `data_received`, without a task switch; those that wait (a password check, reading a message, QUIT's
-expunge, STLS) run as a task while reading from the client is paused. Passwords are checked by
+expunge, STLS) run as a task while reading from the client is paused. A large message known to need no
+encoding goes out with `os.sendfile` over plain TCP. Passwords are checked by
 `rt.auth.login` (which also throttles); the maildrop is read and expunged through `kinmail.store` in worker
 threads. Keeps nothing on disk of its own.
 """
@@ -11,6 +12,7 @@ threads. Keeps nothing on disk of its own.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import time
@@ -41,18 +43,32 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def pop3_sendfile(sock_fd: int, file_fd: int, size: int) -> int:
-    """Send the file's first `size` bytes on the non-blocking socket until it would block; bytes sent."""
+def sendfile_and_close(sock_fd: int, file_fd: int, offset: int, end: int) -> int:
+    """Send the file's bytes from `offset` up to `end` on the non-blocking socket until it would block; returns
+    the number of bytes sent. Runs in a worker thread (reading the file may wait for the disk) and closes both
+    descriptors, which are duplicates made for it: a task cancelled meanwhile cannot close them under it."""
     sent = 0
-    while sent < size:
-        try:
-            count = os.sendfile(sock_fd, file_fd, sent, size - sent)
-        except BlockingIOError:
-            break
-        if count <= 0:
-            break
-        sent += count
+    try:
+        while offset + sent < end:
+            try:
+                count = os.sendfile(sock_fd, file_fd, offset + sent, end - offset - sent)
+            except BlockingIOError:
+                break
+            if count <= 0:
+                break
+            sent += count
+    finally:
+        os.close(sock_fd)
+        os.close(file_fd)
     return sent
+
+
+def pread_and_close(fd: int, size: int, offset: int) -> bytes:
+    """`os.pread` in a worker thread on a duplicate descriptor made for it, which it closes."""
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
 
 
 class Pop3Protocol(asyncio.Protocol):
@@ -363,8 +379,9 @@ class Pop3Protocol(asyncio.Protocol):
 
     async def _sendfile(self, action: SendMessage, head: bytes) -> bool:
         """RETR of a message known to need no encoding, over plain TCP: `os.sendfile` from the file to the
-        socket (no copy through Python) when nothing else is waiting to be written before it; what the socket
-        does not take at once is read and queued as usual. False (nothing sent) when this cannot be done."""
+        socket (no copy through Python) whenever nothing else waits to be written before it; when the socket
+        is full, the next piece is read and queued as usual (flow control as for streaming), and sendfile
+        takes over again once the queue is empty. False (nothing sent) when this cannot be done."""
         transport = self._transport
         maildrop = self.maildrop
         if (
@@ -378,25 +395,42 @@ class Pop3Protocol(asyncio.Protocol):
         self._flush()
         if sock is None or transport.get_write_buffer_size():
             return False
-        fd = maildrop.open_fd(action.uid)  # MessageGone / FileNotFoundError go to the caller
+        try:
+            fd = maildrop.open_fd(action.uid)  # MessageGone goes to the caller
+        except FileNotFoundError:
+            return False  # renamed meanwhile (a flag changed): the usual path finds it again
+        offset = by_sendfile = 0
         try:
             size = os.fstat(fd).st_size
-            transport.write(head)
-            self.sent_bytes += len(head)
-            sent = 0
-            if not transport.get_write_buffer_size():
-                # A duplicate of the socket: it stays this connection's even if the transport closes meanwhile.
-                sock_fd = os.dup(sock.fileno())
-                try:
-                    sent = await asyncio.to_thread(pop3_sendfile, sock_fd, fd, size)
-                finally:
-                    os.close(sock_fd)
-            rest = await asyncio.to_thread(os.pread, fd, size - sent, sent) if sent < size else b""
+            self._queue(head)
+            while offset < size:
+                self._flush()
+                if not transport.get_write_buffer_size():
+                    # Duplicates: the socket stays this connection's even if the transport closes meanwhile.
+                    sock_dup = os.dup(sock.fileno())
+                    try:
+                        file_dup = os.dup(fd)
+                    except OSError:
+                        os.close(sock_dup)
+                        raise
+                    count = await asyncio.to_thread(sendfile_and_close, sock_dup, file_dup, offset, size)
+                    offset += count
+                    by_sendfile += count
+                    if offset >= size:
+                        break
+                    log.debug("pop3.sendfile_full", cid=self.cid, uid=action.uid, offset=offset, size=size)
+                piece = await asyncio.to_thread(
+                    pread_and_close, os.dup(fd), min(CHUNK, size - offset), offset
+                )
+                if not piece:  # Maildir files do not change; the answer cannot be completed
+                    raise OSError(errno.EIO, f"message {action.uid} shrank while being sent")
+                self._queue(piece)
+                offset += len(piece)
+                await self._drain()
         finally:
             os.close(fd)
-        self.sent_bytes += sent
-        log.debug("pop3.sendfile", cid=self.cid, uid=action.uid, size=size, sent=sent)
-        self._queue(rest)
+        self.sent_bytes += by_sendfile
+        log.debug("pop3.sendfile", cid=self.cid, uid=action.uid, size=size, sent=by_sendfile)
         self._queue(pop3.TERMINATOR)
         return True
 

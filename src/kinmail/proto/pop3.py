@@ -646,9 +646,10 @@ def sendable_as_is(data: bytes | bytearray) -> bool:
 def encode_retr(data: bytearray, crlf_only: bool) -> tuple[bytes | bytearray, bool]:
     """The RETR body of a whole message read into `data` (which the caller gives up), and whether the file
     could go out as it is (`sendable_as_is`). `crlf_only`: the caller knows there is no bare LF (the file is as
-    long as its size with CRLF line ends, which the store counts); otherwise the line ends are checked here.
+    long as its size with CRLF line ends, which the store counts), and line ends are not looked at: a bare CR,
+    which that size does not count either, then goes out as it is. Otherwise they are checked here.
     The common cases cost one or two C-speed passes: a message that needs no stuffing is terminated in
-    place, one that does is stuffed with one `replace`."""
+    place, one that does is split at each "CRLF." and joined once."""
     if not crlf_only:
         crlfs = data.count(CRLF)
         if data.count(b"\n") != crlfs or data.count(b"\r") != crlfs:
