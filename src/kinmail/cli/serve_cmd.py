@@ -20,7 +20,6 @@ DEMO_PORTS = {
     "pop3": 2110,
     "pop3s": 2995,
     "managesieve": 24190,
-    "http": 8080,
 }
 
 
@@ -54,7 +53,6 @@ kinmail demo — domain example.test, data in {demo_dir}/
   SMTP in     127.0.0.1:{p["smtp"]}
   Submission  127.0.0.1:{p["submission"]} (STARTTLS) or {p["submissions"]} (TLS), log in as above
   ManageSieve 127.0.0.1:{p["managesieve"]}
-  Webmail     http://127.0.0.1:{p["http"]}/
 
   Try:  swaks --server 127.0.0.1:{p["smtp"]} --to {user} --from friend@example.com
         curl -k --user '{user}:{password}' imaps://127.0.0.1:{p["imaps"]}/INBOX -X 'FETCH 1 BODY[]'

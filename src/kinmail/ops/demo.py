@@ -21,6 +21,7 @@ def prepare_demo(folder: Path, ports: dict[str, int], password: str) -> tuple[Pa
         shutil.rmtree(folder / "data")
     folder.mkdir(parents=True, exist_ok=True)
     listen = "\n".join(f'{name} = ["127.0.0.1:{port}"]' for name, port in ports.items())
+    listen += "\nhttp = []  # no web interface yet"
     config = f"""# kinmail demo — throw-away, made by `kinmail demo`
 hostname = "localhost"
 data_dir = "data"
