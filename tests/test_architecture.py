@@ -8,7 +8,17 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "kinmail"
 LIBRARY_PACKAGES = ("proto", "message", "dns", "mailauth", "sieve")
-FORBIDDEN = ("smtpserver", "imapserver", "pop3server", "managesieve", "web", "store", "queue", "serve", "runtime")
+FORBIDDEN = (
+    "smtpserver",
+    "imapserver",
+    "pop3server",
+    "managesieve",
+    "web",
+    "store",
+    "queue",
+    "serve",
+    "runtime",
+)
 
 
 def _imports(path: Path) -> set[str]:

@@ -71,4 +71,3 @@ class FilterResult:
     actions: list[Action]
     message: bytes
     errors: list[str] = field(default_factory=list)
-
