@@ -317,7 +317,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--big", type=int, default=100000)
-    parser.add_argument("--runs", type=int, default=3, help="runs per profile and server; the median is shown")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs per profile and server; the median is shown"
+    )
     parser.add_argument("--skip-dovecot", action="store_true")
     parser.add_argument("--profiles", default="login,mix,fetch,append")
     args = parser.parse_args()

@@ -112,13 +112,13 @@ def test_envelope_after_enable_utf8_accept(server: KinmailServer) -> None:
     raw = "From: Jürgen <j@example.test>\r\nSubject: Grüße aus Köln\r\n\r\nHallo\r\n".encode()
     m.append("INBOX", None, None, raw)
     m.select("INBOX")
-    typ, data = m.fetch("*", "(ENVELOPE)")
+    _typ, data = m.fetch("*", "(ENVELOPE)")
     # Without UTF8=ACCEPT 8-bit text goes out as a literal (RFC 9051 §4.3)
     assert isinstance(data[0], tuple)
     m.close()
     assert m.enable("UTF8=ACCEPT")[0] == "OK"
     m.select("INBOX")
-    typ, data = m.fetch("*", "(ENVELOPE)")
+    _typ, data = m.fetch("*", "(ENVELOPE)")
     # ... and as a quoted UTF-8 string once it is enabled (RFC 6855 §3)
     assert isinstance(data[0], bytes), data
     assert '"Grüße aus Köln"'.encode() in data[0]
@@ -133,7 +133,9 @@ def test_many_items_of_one_message_in_one_fetch(server: KinmailServer) -> None:
         "Items",
         None,
         None,
-        message("multi", body, extra='MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b"\r\n'),
+        message(
+            "multi", body, extra='MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b"\r\n'
+        ),
     )
     m.select("Items", readonly=True)
     typ, data = m.fetch(
@@ -148,4 +150,18 @@ def test_many_items_of_one_message_in_one_fetch(server: KinmailServer) -> None:
     assert b"part one" in text and b"<p>two</p>" in text
     assert re.search(rb"BINARY\.SIZE\[2\] 10", text), text
     assert b"Subject: multi" in text
+    m.logout()
+
+
+def test_header_section_served_again_and_in_part(server: KinmailServer) -> None:
+    m = login(server)
+    m.create("Head")
+    raw = message("header twice")
+    m.append("Head", None, None, raw)
+    m.select("Head", readonly=True)
+    header = raw[: raw.index(b"\r\n\r\n") + 4]
+    for _ in range(2):  # the second answer comes from what the first one kept
+        _typ, data = m.fetch("1", "(BODY.PEEK[HEADER] BODY.PEEK[HEADER]<6.8> RFC822.SIZE)")
+        assert isinstance(data[0], tuple) and data[0][1] == header
+        assert isinstance(data[1], tuple) and data[1][1] == header[6:14]
     m.logout()

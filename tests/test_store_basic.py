@@ -361,7 +361,9 @@ def test_uidlist_rewrite_keeps_fields_it_does_not_use(mb: UserMailboxes) -> None
     listed = maildir.read_uidlist(path)
     assert listed is not None and sorted(listed.uids.values()) == uids
     bases = {uid: base for base, uid in listed.uids.items()}
-    maildir.write_uidlist(path, box.uidvalidity, box.uidnext, [(uids[0], bases[uids[0]]), (uids[2], bases[uids[2]])])
+    maildir.write_uidlist(
+        path, box.uidvalidity, box.uidnext, [(uids[0], bases[uids[0]]), (uids[2], bases[uids[2]])]
+    )
     text = (path / maildir.UIDLIST).read_text()
     assert text.splitlines()[0] == f"3 V{box.uidvalidity} N{box.uidnext} Gfeedface"
     assert f"{uids[0]} P0001:x W123 :{bases[uids[0]]}\n" in text
@@ -369,3 +371,11 @@ def test_uidlist_rewrite_keeps_fields_it_does_not_use(mb: UserMailboxes) -> None
     assert bases[uids[1]] not in text
     again = maildir.read_uidlist(path)
     assert again is not None and again.uids == {bases[uids[0]]: uids[0], bases[uids[2]]: uids[2]}
+
+
+def test_mailboxes_if_open_only_for_open_users(store: Store) -> None:
+    assert store.mailboxes_if_open(ALICE) is None
+    store.mailboxes(ALICE).deliver("", msg("first"))
+    again = store.mailboxes_if_open(ALICE)
+    assert again is not None and again.open("INBOX").exists() == 1
+    assert store.mailboxes_if_open("bob@example.test") is None

@@ -10,7 +10,9 @@ doing nothing. With `[delivery] mailbox_command` set, the command is the local t
 Exactly once across `kill -9`: the spool records a recipient only after the store committed, so a crash in
 between would deliver twice. After a restart, before delivering a message that was already queued, the agent
 looks in the user's Maildir for a copy with the same queue id (our Received header) and Delivered-To address,
-written since the message arrived (`DeliveryLedger`). Keeps nothing on disk itself.
+written since the message arrived (`DeliveryLedger`). Messages that several worker threads store into the
+same folder at the same moment are written with one commit (`GroupCommit`, `UserMailboxes.deliver_many`); each
+thread still returns only after its own message is committed. Keeps nothing on disk itself.
 """
 
 from __future__ import annotations
@@ -223,6 +225,78 @@ def _carry_out(
     return outcome
 
 
+class _Slot:
+    """One message waiting to be stored in a group commit."""
+
+    __slots__ = ("alone", "data", "event", "lead")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.event = threading.Event()
+        self.lead = False  # woken to write the next batch
+        self.alone = False  # the batch failed: store this one by itself (its own error handling)
+
+
+class GroupCommit:
+    """Group commit of deliveries into one folder: while one worker thread writes a batch (one folder fsync,
+    one uidlist append, one index transaction: `UserMailboxes.deliver_many`), the messages other workers bring
+    for the same user, folder and flags wait and go into the next batch. Each caller returns only once its own
+    message is committed, so the spool still records a recipient only after the store has it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, tuple[str, ...]], list[_Slot]] = {}
+        self._busy: set[tuple[str, str, tuple[str, ...]]] = set()
+
+    def deliver(self, mailboxes: Any, address: str, folder: str, data: bytes, flags: tuple[str, ...]) -> None:
+        key = (address.lower(), folder, flags)
+        slot = _Slot(data)
+        with self._lock:
+            self._pending.setdefault(key, []).append(slot)
+            lead = key not in self._busy
+            self._busy.add(key)
+        if not lead:
+            slot.event.wait()
+            if slot.lead:
+                slot.event.clear()
+                lead = True
+        if lead:
+            self._write_batch(mailboxes, key)
+            slot.event.wait()
+        if slot.alone:
+            mailboxes.deliver(folder, data, flags=flags)
+
+    def _write_batch(self, mailboxes: Any, key: tuple[str, str, tuple[str, ...]]) -> None:
+        with self._lock:
+            batch = self._pending.pop(key, [])
+        _address, folder, flags = key
+        try:
+            if len(batch) == 1:  # the leader's own message: its errors are the caller's
+                mailboxes.deliver_many(folder, [batch[0].data], flags)
+            elif batch:
+                try:
+                    mailboxes.deliver_many(folder, [slot.data for slot in batch], flags)
+                    log.debug("delivery.group_commit", folder=folder, messages=len(batch))
+                except Exception:
+                    # e.g. the batch is over quota where each message alone is not: one by one, each with
+                    # its own outcome
+                    for slot in batch:
+                        slot.alone = True
+        finally:
+            with self._lock:
+                waiting = self._pending.get(key)
+                if waiting:
+                    waiting[0].lead = True
+                    waiting[0].event.set()
+                else:
+                    self._busy.discard(key)
+            for slot in batch:
+                slot.event.set()
+
+
+_GROUP = GroupCommit()
+
+
 def _store(
     rt: Runtime, address: str, folder: str, data: bytes, flags: tuple[str, ...], create: bool
 ) -> Outcome | None:
@@ -231,7 +305,7 @@ def _store(
     try:
         mailboxes: Any = rt.store.mailboxes(address)
         try:
-            mailboxes.deliver(folder, data, flags=flags)
+            _GROUP.deliver(mailboxes, f"{id(rt.store)} {address}", folder, data, tuple(flags))
         except store_errors.NoSuchFolder:
             if folder != "INBOX" and create:
                 try:

@@ -7,13 +7,12 @@ The message arrives whole in the parsed command (the parser has already read its
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from urllib.parse import unquote
 
 from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox
-from kinmail.imapserver.session import AUTH, Session, command
+from kinmail.imapserver.session import AUTH, Session, blocking, command
 from kinmail.proto.imap_args import as_astring, as_atom, parse_datetime, parse_flags
 from kinmail.proto.imap_parser import Atom, Command, ParseError, Str, Token
 from kinmail.proto.imap_response import Code, ImapError, Status
@@ -57,7 +56,7 @@ async def _fetch_url(s: Session, url: str) -> bytes:
     if m.group(2) is not None and mailbox.uidvalidity != int(m.group(2)):
         raise ImapError(Status.NO, "UIDVALIDITY mismatch", "BADURL " + url)
     try:
-        raw = await asyncio.to_thread(mailbox.read, int(m.group(3)))
+        raw = await blocking(mailbox.read, int(m.group(3)))
     except MessageGone as exc:
         raise ImapError(Status.NO, "No such message", "BADURL " + url) from exc
     section = m.group(4)
@@ -70,7 +69,7 @@ async def _fetch_url(s: Session, url: str) -> bytes:
     parts = section.upper().split(".")
     nums = tuple(int(p) for p in parts if p.isdigit())
     text = ".".join(p for p in parts if not p.isdigit())
-    rendered = render.section(render.Rendered(raw), FetchAtt("BODY.PEEK", Section(nums, text), None, True))
+    rendered = render.section_of(render.Rendered(raw), FetchAtt("BODY.PEEK", Section(nums, text), None, True))
     if rendered == b"NIL":
         raise ImapError(Status.NO, "No such section", "BADURL " + url)
     return rendered.split(b"}\r\n", 1)[1] if rendered.startswith(b"{") else rendered
@@ -125,7 +124,7 @@ async def cmd_append(s: Session, cmd: Command) -> None:
         if isinstance(item, Str):
             data = item.data
             if item.literal8:
-                data = await asyncio.to_thread(encode_binary_parts, data)
+                data = await blocking(encode_binary_parts, data)
             elif b"\x00" in data:
                 raise ImapError(Status.NO, "NUL in message; use literal8", Code.UNKNOWN_CTE)
         elif (
@@ -150,7 +149,7 @@ async def cmd_append(s: Session, cmd: Command) -> None:
         if len(data) > limit:
             raise ImapError(Status.NO, "Message too big", Code.TOOBIG)
         try:
-            uid = await asyncio.to_thread(mailbox.append, data, flags, date)
+            uid = await blocking(mailbox.append, data, flags, date)
         except QuotaExceeded as exc:
             raise ImapError(Status.NO, "Quota exceeded", Code.OVERQUOTA) from exc
         except StoreError as exc:

@@ -9,13 +9,12 @@ Keeps nothing on disk (the store does).
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import re
 from typing import TYPE_CHECKING
 
 from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_text, recent_mark
-from kinmail.imapserver.session import AUTH, SELECTED, Session, State, command
+from kinmail.imapserver.session import AUTH, SELECTED, Session, State, blocking, command
 from kinmail.proto.imap_args import as_astring, as_atom, as_number, parse_seqset
 from kinmail.proto.imap_parser import Atom, Command, ParseError, Token
 from kinmail.proto.imap_response import Code, ImapError, Status, astring, quoted, string
@@ -25,7 +24,7 @@ from kinmail.store.names import INBOX, decode_mutf7, encode_mutf7, normalize
 if TYPE_CHECKING:
     from kinmail.store.mailbox import Mailbox
     from kinmail.store.store import UserMailboxes
-    from kinmail.store.types import FolderInfo
+    from kinmail.store.types import FolderInfo, MessageInfo
 
 SPECIAL_USES = {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH", "\\IMPORTANT"}
 STATUS_ITEMS = {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT", "HIGHESTMODSEQ"}
@@ -55,8 +54,20 @@ def wire_name(s: Session, name: str) -> bytes:
 
 
 async def open_mailbox(s: Session, name: str) -> Mailbox:
+    mailbox, _infos = await _open(s, name, with_messages=False)
+    return mailbox
+
+
+async def _open(s: Session, name: str, *, with_messages: bool) -> tuple[Mailbox, list[MessageInfo]]:
+    """Open a folder, and load its message list too (SELECT) in the same trip to a worker thread."""
+    mailboxes = user_mailboxes(s)
+
+    def work() -> tuple[Mailbox, list[MessageInfo]]:
+        mailbox = mailboxes.open(name)
+        return mailbox, mailbox.messages() if with_messages else []
+
     try:
-        return await asyncio.to_thread(user_mailboxes(s).open, name)
+        return await blocking(work)
     except NoSuchFolder as exc:
         raise ImapError(Status.NO, "Mailbox does not exist", Code.NONEXISTENT) from exc
     except InvalidFolderName as exc:
@@ -101,9 +112,8 @@ async def _select(s: Session, cmd: Command, readonly: bool) -> None:
         s.state = State.AUTHENTICATED
         if "QRESYNC" in s.enabled or "IMAP4REV2" in s.enabled:
             s.untagged("OK [CLOSED] Previous mailbox closed")
-    mailbox = await open_mailbox(s, name)
+    mailbox, infos = await _open(s, name, with_messages=True)
     sel = SelectedMailbox(s, mailbox, readonly=readonly)
-    infos = await asyncio.to_thread(mailbox.messages)
     sel.load(infos)
     kw = keywords_of(mailbox, sel)
     flags = " ".join([*SYSTEM_FLAGS, *kw])
@@ -141,7 +151,7 @@ async def _qresync(s: Session, sel: SelectedMailbox, args: list[Token]) -> None:
     if uidvalidity != sel.mailbox.uidvalidity or modseq == 0:
         return
     known = parse_seqset(args[2]) if len(args) > 2 and isinstance(args[2], Atom) else None
-    changed, vanished = await asyncio.to_thread(sel.mailbox.changes_since, modseq)
+    changed, vanished = await blocking(sel.mailbox.changes_since, modseq)
     if known is not None and sel.uids:
         largest = max(sel.uids[-1], max(vanished, default=0))
         vanished = [u for u in vanished if known.contains(u, largest)]
@@ -172,7 +182,7 @@ async def cmd_close(s: Session, cmd: Command) -> None:
     if not sel.readonly:
         deleted = [u for u, m in sel.msgs.items() if "\\Deleted" in m.flags]
         if deleted:
-            await asyncio.to_thread(sel.mailbox.expunge, deleted)
+            await blocking(sel.mailbox.expunge, deleted)
     s.selected = None
     s.state = State.AUTHENTICATED
     s.ok(cmd)
@@ -217,7 +227,7 @@ async def cmd_create(s: Session, cmd: Command) -> None:
     if name.upper() == INBOX:
         raise ImapError(Status.NO, "INBOX always exists", Code.ALREADYEXISTS)
     try:
-        await asyncio.to_thread(user_mailboxes(s).create_folder, name, special)
+        await blocking(user_mailboxes(s).create_folder, name, special)
     except StoreError as exc:
         raise _store_error(exc) from exc
     s.ok(cmd)
@@ -235,7 +245,7 @@ async def cmd_delete(s: Session, cmd: Command) -> None:
         s.state = State.AUTHENTICATED
         s.untagged("OK [CLOSED] Mailbox deleted")
     try:  # the store keeps the subscription (RFC 9051 §6.3.9)
-        await asyncio.to_thread(user_mailboxes(s).delete_folder, name)
+        await blocking(user_mailboxes(s).delete_folder, name)
     except StoreError as exc:
         raise _store_error(exc) from exc
     s.ok(cmd)
@@ -249,7 +259,7 @@ async def cmd_rename(s: Session, cmd: Command) -> None:
     if new == INBOX:
         raise ImapError(Status.NO, "Cannot rename to INBOX", Code.ALREADYEXISTS)
     try:
-        await asyncio.to_thread(user_mailboxes(s).rename_folder, old, new)
+        await blocking(user_mailboxes(s).rename_folder, old, new)
     except StoreError as exc:
         raise _store_error(exc) from exc
     if s.selected is not None and s.selected.name == old:
@@ -261,11 +271,11 @@ async def _subscribe(s: Session, cmd: Command, on: bool) -> None:
     if len(cmd.args) != 1:
         raise ParseError("Takes a mailbox name")
     name = mailbox_name(s, cmd.args[0])
-    if on and not await asyncio.to_thread(user_mailboxes(s).exists, name):
+    if on and not await blocking(user_mailboxes(s).exists, name):
         # RFC 9051 §6.3.7 lets the server check; as Dovecot does, a typo gets an error rather than a ghost
         raise ImapError(Status.NO, "Mailbox does not exist", Code.NONEXISTENT)
     try:
-        await asyncio.to_thread(user_mailboxes(s).set_subscribed, name, on)
+        await blocking(user_mailboxes(s).set_subscribed, name, on)
     except StoreError as exc:
         raise _store_error(exc) from exc
     s.ok(cmd)
@@ -355,10 +365,10 @@ async def _list(s: Session, cmd: Command, lsub: bool) -> None:
     if lsub and patterns == [""]:
         s.ok(cmd)
         return
-    folders: list[FolderInfo] = await asyncio.to_thread(user_mailboxes(s).folders)
+    folders: list[FolderInfo] = await blocking(user_mailboxes(s).folders)
     by_name = {f.name: f for f in folders}
     subscribed = {f.name for f in folders if f.subscribed}
-    subscribed |= await asyncio.to_thread(user_mailboxes(s).subscriptions)
+    subscribed |= await blocking(user_mailboxes(s).subscriptions)
     all_names = set(by_name)
     parents = _parents_of(all_names)
     regexes = [pattern_regex(_join(ref, p)) for p in patterns]
@@ -457,7 +467,7 @@ async def _status_line(s: Session, name: str, items: list[str]) -> bytes:
     mailbox = await open_mailbox(s, name)
     if s.selected is not None and s.selected.name == mailbox.name:
         await s.sync(expunges=False)
-    status = await asyncio.to_thread(mailbox.status)  # counters from the index, no message list
+    status = await blocking(mailbox.status)  # counters from the index, no message list
     values = {
         "MESSAGES": status.messages,
         "UIDNEXT": status.uidnext,
@@ -469,7 +479,7 @@ async def _status_line(s: Session, name: str, items: list[str]) -> bytes:
     }
     if "RECENT" in items:
         mark = recent_mark(s.user or "", mailbox)
-        uids = await asyncio.to_thread(mailbox.uids)
+        uids = await blocking(mailbox.uids)
         values["RECENT"] = len(uids) - bisect.bisect_right(uids, mark)
     body = " ".join(f"{i} {values[i]}" for i in items)
     return b"STATUS " + wire_name(s, mailbox.name) + f" ({body})".encode()
@@ -492,7 +502,7 @@ async def _quota_lines(s: Session) -> list[bytes]:
     limit = user.quota if user is not None else None
     if not limit:
         return []
-    used, _count = await asyncio.to_thread(user_mailboxes(s).quota_usage)
+    used, _count = await blocking(user_mailboxes(s).quota_usage)
     return [f'QUOTA "" (STORAGE {used // 1024} {limit // 1024})'.encode()]
 
 

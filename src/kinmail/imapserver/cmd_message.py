@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from kinmail.imapserver import render
 from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox
 from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_text
-from kinmail.imapserver.session import AUTH, SELECTED, Session, command
+from kinmail.imapserver.session import AUTH, SELECTED, Session, blocking, command
 from kinmail.proto.imap_args import (
     FetchAtt,
     as_atom,
@@ -30,11 +30,12 @@ from kinmail.proto.imap_response import Code, ImapError, Status, literal
 from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
 
 if TYPE_CHECKING:
-
     from kinmail.store.mailbox import FlagMode
     from kinmail.store.types import MessageInfo
 
 READ_BATCH = 64
+INLINE_MESSAGES = 16  # FETCH of up to this many messages of up to INLINE_BYTES runs in the event loop
+INLINE_BYTES = 256 * 1024
 IDLE_REFRESH = 2.0  # seconds between Maildir checks during IDLE
 
 
@@ -88,7 +89,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     await s.sync(expunges=False)
     uids = sel.uids_for(seqset, uid=uid_cmd, saved=s.saved_search)
     if vanished and changedsince is not None:
-        _changed, gone = await asyncio.to_thread(sel.mailbox.changes_since, changedsince)
+        _changed, gone = await blocking(sel.mailbox.changes_since, changedsince)
         gone_in_set = [u for u in gone if seqset.contains(u, sel.uids[-1] if sel.uids else u)]
         if gone_in_set:
             s.untagged("VANISHED (EARLIER) " + compress_uids(gone_in_set))
@@ -102,8 +103,10 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     if sets_seen:
         unseen = [u for u in uids if "\\Seen" not in sel.msgs[u].flags]
         if unseen:
-            changed, _failed = await asyncio.to_thread(sel.mailbox.store_flags, unseen, ["\\Seen"], "add")
+            changed, _failed = await blocking(sel.mailbox.store_flags, unseen, ["\\Seen"], "add")
             sel.note_flags(changed)
+            if changed:
+                sel.note_own_commit()
             seen_now = {i.uid for i in changed}
     if seen_now and "FLAGS" not in names:
         atts.append(FetchAtt("FLAGS"))
@@ -113,9 +116,9 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     for start in range(0, len(uids), READ_BATCH):
         batch = [sel.msgs[u] for u in uids[start : start + READ_BATCH] if u in sel.msgs]
         seqs = [sel.seq_of(i.uid) for i in batch]
-        if content_atts:
-            data, missing = await asyncio.to_thread(_render_batch, sel, batch, seqs, atts, utf8)
-        else:
+        if content_atts and (len(batch) > INLINE_MESSAGES or sum(i.size for i in batch) > INLINE_BYTES):
+            data, missing = await blocking(_render_batch, sel, batch, seqs, atts, utf8)
+        else:  # a few small files: reading them here costs less than the hop to a worker thread and back
             data, missing = _render_batch(sel, batch, seqs, atts, utf8)
         failed = failed or missing
         await s.stream.send_big(data)
@@ -143,9 +146,12 @@ def _render_batch(
         needs_file = any(
             (a.name not in CHEAP or a.section is not None)
             and not (
-                a.section is None
-                and a.name in render.CACHEABLE
+                (a.section is None and a.name in render.CACHEABLE)
                 and render.cached(render.cache_key(user, sel.mailbox, info.uid, a.name, utf8)) is not None
+            )
+            and not (
+                render.is_whole_header(a)
+                and render.cached(render.cache_key(user, sel.mailbox, info.uid, "HEADER", False)) is not None
             )
             for a in atts
         )
@@ -185,8 +191,8 @@ def _fetch_items(
             key = render.cache_key(sel.user, sel.mailbox, info.uid, name, utf8)
             items.append(name.encode() + b" " + render.simple(key, msg, name, utf8))
         else:
-            assert msg is not None
-            items.append(att.response_name().encode() + b" " + render.section(msg, att))
+            key = render.cache_key(sel.user, sel.mailbox, info.uid, "HEADER", False)
+            items.append(att.response_name().encode() + b" " + render.section(msg, att, key))
     return items
 
 
@@ -226,7 +232,7 @@ async def cmd_store(s: Session, cmd: Command) -> None:
     await s.sync(expunges=False)
     uids = [u for u in sel.uids_for(seqset, uid=uid_cmd, saved=s.saved_search) if u not in sel.expunged]
     try:
-        changed, failed = await asyncio.to_thread(
+        changed, failed = await blocking(
             sel.mailbox.store_flags,
             uids,
             flags,
@@ -236,6 +242,8 @@ async def cmd_store(s: Session, cmd: Command) -> None:
     except StoreError as exc:
         raise ImapError(Status.NO, str(exc)) from exc
     sel.note_flags(changed)
+    if changed:
+        sel.note_own_commit()
     changed_uids = {i.uid for i in changed}
     report = list(changed) if silent else [sel.msgs[u] for u in uids if u in sel.msgs and u not in failed]
     for info in report:
@@ -286,7 +294,7 @@ async def _transfer(s: Session, cmd: Command, move: bool) -> None:
     # A move into the same mailbox gives the messages new UIDs (RFC 6851 §3.3); the store does that too.
     method = sel.mailbox.move if move else sel.mailbox.copy
     try:
-        pairs = await asyncio.to_thread(method, uids, dest)
+        pairs = await blocking(method, uids, dest)
     except QuotaExceeded as exc:
         raise ImapError(Status.NO, "Quota exceeded", Code.OVERQUOTA) from exc
     except StoreError as exc:
@@ -341,8 +349,10 @@ async def _expunge(s: Session, cmd: Command, uid_set: list[int] | None) -> None:
         wanted = set(uid_set)
         deleted = [u for u in deleted if u in wanted]
     if deleted:
-        gone = await asyncio.to_thread(sel.mailbox.expunge, deleted)
+        gone = await blocking(sel.mailbox.expunge, deleted)
         sel.note_expunged(gone)
+        if gone:
+            sel.note_own_commit()
     await s.sync(expunges=True)
     highest = sel.mailbox.highestmodseq
     s.ok(cmd, "Expunge completed", f"HIGHESTMODSEQ {highest}" if sel.condstore else None)

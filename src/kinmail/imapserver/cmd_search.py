@@ -9,7 +9,6 @@ The matching runs in a worker thread. Keeps nothing on disk.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinmail.imapserver.cmd_message import selected
 from kinmail.imapserver.selected import SelectedMailbox, compress_uids
-from kinmail.imapserver.session import SELECTED, Session, command
+from kinmail.imapserver.session import SELECTED, Session, blocking, command
 from kinmail.message import search as msearch
 from kinmail.message.mime import Message
 from kinmail.proto.imap_args import SearchKey, as_astring, as_atom, day_start, parse_search
@@ -210,7 +209,7 @@ async def cmd_search(s: Session, cmd: Command) -> None:
     key = parse_search(rest, charset)
     await s.sync(expunges=False)
     ctx = SearchContext(sel, list(s.saved_search))
-    uids = await asyncio.to_thread(run_search, ctx, key)
+    uids = await blocking(run_search, ctx, key)
     uses_modseq = any(k.name == "MODSEQ" for k in _walk(key))
     if uses_modseq:
         s.enable_condstore()
@@ -320,7 +319,7 @@ async def cmd_sort(s: Session, cmd: Command) -> None:
         ]
         return msort.sort_ids(items, criteria)
 
-    uids = await asyncio.to_thread(work)
+    uids = await blocking(work)
     numbers = uids if uid_cmd else [sel.seq_of(u) for u in uids]
     if returns is not None:
         parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if uid_cmd else [])
@@ -369,7 +368,7 @@ async def cmd_thread(s: Session, cmd: Command) -> None:
         ]
         return mthread.render_threads(mthread.thread_ids(items, algorithm))
 
-    text = await asyncio.to_thread(work)
+    text = await blocking(work)
     s.untagged(b"THREAD" + (b" " + text if text else b""))
     await s.sync(expunges=uid_cmd)
     s.ok(cmd)

@@ -2,7 +2,7 @@
 (`kinmail.message.structure`, `kinmail.message.sections`): ENVELOPE, BODY, BODYSTRUCTURE, RFC822.HEADER,
 RFC822.TEXT, BODY[section]<partial>, BINARY[section], BINARY.SIZE (RFC 9051 §6.4.5, RFC 3516).
 
-ENVELOPE, BODY and BODYSTRUCTURE are kept in a bounded in-memory cache, so that clients listing a folder
+ENVELOPE, BODY, BODYSTRUCTURE and the header section are kept in a bounded in-memory cache, so that clients listing a folder
 again do not make the server read and parse every message again. Keeps nothing on disk.
 """
 
@@ -53,7 +53,9 @@ class Rendered:
 # ENVELOPE / BODY / BODYSTRUCTURE by (user, folder, uidvalidity, uid, item, utf8): they never change for a
 # message, and clients ask for them again and again when they list a folder.
 _CACHE: OrderedDict[tuple[str, str, int, int, str, bool], bytes] = OrderedDict()
-CACHE_SIZE = 50000
+CACHE_BYTES = 16 * 1024 * 1024  # values plus about ENTRY_OVERHEAD per entry (key tuple, dict slot)
+ENTRY_OVERHEAD = 200
+_cache_bytes = 0
 CACHEABLE = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
 
 
@@ -66,8 +68,24 @@ def cache_key(
 def cached(key: tuple[str, str, int, int, str, bool]) -> bytes | None:
     value = _CACHE.get(key)
     if value is not None:
-        _CACHE.move_to_end(key)
+        try:
+            _CACHE.move_to_end(key)
+        except KeyError:  # dropped meanwhile by a worker thread rendering a big FETCH
+            pass
     return value
+
+
+def _remember(key: tuple[str, str, int, int, str, bool], value: bytes) -> None:
+    """Keep a rendering; the least recently used go once the cache holds more than CACHE_BYTES."""
+    global _cache_bytes
+    old = _CACHE.pop(key, None)
+    if old is not None:
+        _cache_bytes -= len(old) + ENTRY_OVERHEAD
+    _CACHE[key] = value
+    _cache_bytes += len(value) + ENTRY_OVERHEAD
+    while _cache_bytes > CACHE_BYTES and _CACHE:
+        _gone_key, gone = _CACHE.popitem(last=False)
+        _cache_bytes -= len(gone) + ENTRY_OVERHEAD
 
 
 def simple(
@@ -83,9 +101,7 @@ def simple(
             value = structure.envelope(msg.message, utf8)
         else:
             value = structure.bodystructure(msg.message, extended=name == "BODYSTRUCTURE", utf8=utf8)
-        _CACHE[key] = value
-        if len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
+        _remember(key, value)
         return value
     assert msg is not None
     if name == "RFC822.HEADER":
@@ -93,7 +109,36 @@ def simple(
     return literal(sections.section_bytes(msg.message, (), "TEXT") or b"")
 
 
-def section(msg: Rendered, att: FetchAtt) -> bytes:
+def is_whole_header(att: FetchAtt) -> bool:
+    """BODY[HEADER] / BODY.PEEK[HEADER] (partial or not): the message's header, which never changes."""
+    sec = att.section
+    return sec is not None and not sec.part and sec.text == "HEADER" and att.name.startswith("BODY")
+
+
+def header(key: tuple[str, str, int, int, str, bool], msg: Rendered | None) -> bytes:
+    """The message's header section (cached like ENVELOPE: clients list folders with BODY.PEEK[HEADER])."""
+    value = cached(key)
+    if value is None:
+        assert msg is not None
+        value = sections.section_bytes(msg.message, (), "HEADER") or b""
+        _remember(key, value)
+    return value
+
+
+def section(msg: Rendered | None, att: FetchAtt, header_key: tuple[str, str, int, int, str, bool]) -> bytes:
+    """BODY[section]<partial>, BINARY[section]<partial>, BINARY.SIZE[section]; `msg` may be None only
+    for a whole header that is cached."""
+    if is_whole_header(att):
+        data = header(header_key, msg)
+        if att.partial is not None:
+            data = sections.partial(data, att.partial[0], att.partial[1])
+        return literal(data)
+    assert msg is not None
+    return section_of(msg, att)
+
+
+def section_of(msg: Rendered, att: FetchAtt) -> bytes:
+    """A section of a parsed message (no cache)."""
     sec = att.section
     assert sec is not None
     if not sec.part and not sec.text and att.name != "BINARY.SIZE":

@@ -9,11 +9,11 @@ tracked in memory per folder. Keeps nothing on disk.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from kinmail.imapserver.session import blocking
 from kinmail.proto.imap_args import SeqSet
 from kinmail.proto.imap_response import ImapError, Status
 from kinmail.store.errors import NoSuchFolder
@@ -112,8 +112,18 @@ class SelectedMailbox:
         for info in infos:
             if info.uid in self.msgs:
                 self.msgs[info.uid] = info
-            if info.modseq > self.highestmodseq and not self.condstore:
-                pass
+
+    def note_own_commit(self) -> None:
+        """This session just made one store commit to the folder and applied its effect to the view itself
+        (STORE, EXPUNGE). When the folder's MODSEQ is just one above what the view had seen, that commit was
+        the only change, and the next `sync` need not ask the store for changes."""
+        try:
+            top = self.mailbox.highestmodseq
+        except NoSuchFolder:
+            return
+        if top == self.highestmodseq + 1:
+            self.highestmodseq = top
+            self.dirty = False
 
     def note_expunged(self, uids: Iterable[int]) -> None:
         self.expunged.update(u for u in uids if u in self.msgs)
@@ -121,7 +131,7 @@ class SelectedMailbox:
     async def refresh(self) -> None:
         """Pick up files other programs added to or removed from the Maildir."""
         try:
-            await asyncio.to_thread(self.mailbox.refresh)
+            await blocking(self.mailbox.refresh)
         except NoSuchFolder:
             pass  # reported by the next sync
         self.dirty = True
@@ -130,14 +140,17 @@ class SelectedMailbox:
         if self.dirty:
             self.dirty = False
             try:
-                changed, vanished = await asyncio.to_thread(self.mailbox.changes_since, self.highestmodseq)
+                # read before asking: a commit that lands meanwhile is in the answer, and its MODSEQ must not
+                # count as seen unless it is (an expunge-only commit carries none)
+                floor = self.mailbox.highestmodseq
+                changed, vanished = await blocking(self.mailbox.changes_since, self.highestmodseq)
             except NoSuchFolder:
                 # another session deleted the selected folder: nothing sensible is left to show
                 session.untagged("BYE The selected mailbox was deleted")
                 session.close()
                 session.state = type(session.state).LOGOUT
                 return
-            self._apply(session, changed, vanished)
+            self._apply(session, changed, vanished, floor)
         if expunges and self.expunged:
             self._send_expunges(session)
         if len(self.uids) != self._exists_sent:
@@ -146,7 +159,7 @@ class SelectedMailbox:
             if "IMAP4REV2" not in session.enabled:
                 session.untagged(f"{len(self.recent)} RECENT")
 
-    def _apply(self, session: Session, changed: list[MessageInfo], vanished: list[int]) -> None:
+    def _apply(self, session: Session, changed: list[MessageInfo], vanished: list[int], floor: int) -> None:
         for uid in vanished:
             if uid in self.msgs:
                 self.expunged.add(uid)
@@ -163,7 +176,7 @@ class SelectedMailbox:
                 self.msgs[info.uid] = info
             elif info.uid > last and info.uid not in vanished:
                 new.append(info)
-        self.highestmodseq = max(self.highestmodseq, self.mailbox.highestmodseq)
+        self.highestmodseq = max(self.highestmodseq, floor)
         if new:
             new.sort(key=lambda m: m.uid)
             key = (self.user, self.name, self.mailbox.uidvalidity)

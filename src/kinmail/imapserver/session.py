@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from kinmail.core.errors import KinmailError
 from kinmail.core.log import get_logger
@@ -24,6 +25,22 @@ if TYPE_CHECKING:
     from kinmail.store.store import UserMailboxes
 
 log = get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Store calls that touch the disk run here. Most of their time is spent waiting for fsync or the disk, not
+# holding the GIL, so more threads than the default executor's (cores + 4) let sessions of different users
+# overlap their waits instead of queueing behind each other.
+_EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap-store")
+
+
+async def blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking store call in the IMAP worker threads (asyncio.to_thread with more threads)."""
+    loop = asyncio.get_running_loop()
+    if kwargs:
+        return await loop.run_in_executor(_EXECUTOR, lambda: func(*args, **kwargs))
+    return await loop.run_in_executor(_EXECUTOR, func, *args)
 
 
 class State(Enum):
@@ -131,7 +148,8 @@ class Session:
 
     # --- state changes -----------------------------------------------------------------------------------
     async def login_done(self, user: str) -> None:
-        self.mailboxes = await asyncio.to_thread(self.rt.store.mailboxes, user)
+        store = self.rt.store
+        self.mailboxes = store.mailboxes_if_open(user) or await blocking(store.mailboxes, user)
         self.user = user
         self.state = State.AUTHENTICATED
         self._unsubscribe = self.rt.store.subscribe(user, self._on_change)

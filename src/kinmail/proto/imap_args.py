@@ -7,6 +7,7 @@ syntax. Called by the IMAP server's command modules. Nothing on disk.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -195,6 +196,7 @@ def parse_datetime(token: Token) -> float:
     return dt.timestamp()
 
 
+@functools.lru_cache(maxsize=65536)
 def format_internaldate(ts: float) -> str:
     t = datetime.fromtimestamp(ts, UTC)
     return f"{t.day:02d}-{MONTHS[t.month - 1]}-{t.year:04d} {t:%H:%M:%S} +0000"

@@ -143,8 +143,13 @@ class UserIndex:
         self.conn.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction (`BEGIN IMMEDIATE`: other processes wait); nested calls join the outer one."""
+    def transaction(self, *, durable: bool = True) -> Iterator[None]:
+        """One write transaction (`BEGIN IMMEDIATE`: other processes wait); nested calls join the outer one.
+
+        `durable=False` commits without waiting for the disk (`synchronous=NORMAL`, still atomic in WAL mode):
+        a power cut may lose that transaction, never corrupt the index, and the next durable commit syncs it
+        too. For flag changes only: flags are not mail, and the Maildir file names hold them as well.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -152,16 +157,22 @@ class UserIndex:
             finally:
                 self._depth -= 1
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+        if not durable:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield
-        except BaseException:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
             self._depth = 0
-            self.conn.execute("ROLLBACK")
-            raise
-        self._depth = 0
-        self.conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
+        finally:
+            if not durable:
+                self.conn.execute("PRAGMA synchronous=FULL")
 
     def data_version(self) -> int:
         """Changes when another connection (another process) committed."""

@@ -3,7 +3,8 @@
 Called by the IMAP server (SELECT/EXAMINE, FETCH, STORE, COPY, MOVE, EXPUNGE, SEARCH, IDLE), POP3, webmail and
 `UserMailboxes.deliver`. Writes follow the Maildir protocol (tmp → fsync → rename into new/ or cur/ → fsync of
 the directory), then the UID goes into `dovecot-uidlist`, then the index commits, and only then is a `Change`
-broadcast. Reading methods serve the in-memory message list (`get` never touches the disk or the index);
+broadcast. Flag changes and expunges commit without waiting for the disk (a power cut may undo them, never
+lose a message; see docs/store.md). Reading methods serve the in-memory message list (`get` never touches the disk or the index);
 `refresh()` and `messages()` first catch up with what other processes committed.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kinmail.core.atomic import fsync_dir
@@ -30,6 +33,8 @@ log = get_logger(__name__)
 
 FlagMode = Literal["set", "add", "remove"]
 FTS_BATCH = 500
+FTS_INLINE_MAX = 16384
+"""`append_many` indexes bigger messages for full-text search later, at the next search (time ~ size)."""
 _NOT_ATOM = frozenset('(){ %*"\\]')
 
 
@@ -43,6 +48,16 @@ def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
         if len(flag) > 128 or any(c in _NOT_ATOM or not 0x20 < ord(c) < 0x7F for c in flag.lstrip("\\")):
             raise StoreError(f"invalid keyword {flag!r}")  # RFC 9051 §9: flag-keyword is an atom
     return frozenset(out)
+
+
+_USAGE: weakref.WeakKeyDictionary[UserState, tuple[tuple[int, int, int], int]] = weakref.WeakKeyDictionary()
+"""Bytes used per user, with the `_usage_key` they were counted at (the delivery path's quota check)."""
+
+
+def _usage_key(user: UserState) -> tuple[int, int, int]:
+    """Changes whenever anything changed the user's index: it was reopened, another process committed
+    (`PRAGMA data_version`) or this connection changed a row (`total_changes`). Call with the user's lock held."""
+    return id(user.db), user.db.data_version(), user.db.conn.total_changes
 
 
 class Mailbox:
@@ -175,7 +190,9 @@ class Mailbox:
                 raise MessageGone(f"message {uid} was expunged")
             try:
                 with open(os.path.join(self._fs.path, info.filename), "rb") as f:
-                    return maildir.to_crlf(f.read())
+                    data = f.read()
+                # the size counts CRLF line ends: a file of exactly that size has no bare LF to convert
+                return data if len(data) == info.size else maildir.to_crlf(data)
             except FileNotFoundError:
                 if attempt == 0:
                     self._user.scan(self._fs, force=True)
@@ -220,6 +237,107 @@ class Mailbox:
             raise
         log.debug("store.append", user=user.address, folder=fs.row.name, uid=uid, size=len(data))
         return uid
+
+    def append_many(
+        self, messages: Sequence[bytes], flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> list[int]:
+        """Add several messages at once (group commit for delivery); durable when it returns; their UIDs.
+
+        Each file is written to tmp/ and fsynced, then, under the lock, one rename pass, one fsync per target
+        directory, one `dovecot-uidlist` append and one index transaction for all of them. All or nothing: on
+        an error before the commit no UID is assigned (files already renamed are found again by a scan).
+        Messages over `FTS_INLINE_MAX` bytes are left for `search_text` to index (`_index_pending`).
+        """
+        if not messages:
+            return []
+        datas = [maildir.to_crlf(m) for m in messages]
+        flagset_ = normalize_flags(flags)
+        total = sum(len(d) for d in datas)
+        self._check_quota_cached(total)
+        fs = self._fs
+        written: list[tuple[Path, str]] = []
+        user = self._user
+        try:
+            texts: list[tuple[str, str] | None] = []
+            for data in datas:
+                written.append(maildir.write_tmp(fs.path, data, internaldate))
+                if len(data) > FTS_INLINE_MAX:
+                    texts.append(None)  # indexed by the next `search_text` (`_index_pending`)
+                    continue
+                try:
+                    texts.append(extract_text(data))
+                except Exception:
+                    texts.append(("", ""))
+            with user.writing():
+                fs = self._fs
+                info = fs.keywords.info_for(flagset_)
+                before = fs.mtimes()
+                filenames = [maildir.filename_for(base, info, new=not flagset_) for _tmp, base in written]
+                internals = [
+                    internaldate if internaldate is not None else os.stat(tmp).st_mtime for tmp, _b in written
+                ]
+                for (tmp, _base), filename in zip(written, filenames, strict=True):
+                    os.rename(tmp, fs.path / filename)
+                for sub in sorted({filename.split("/")[0] for filename in filenames}):
+                    fsync_dir(fs.path / sub)
+                first_uid = fs.row.uidnext
+                first_modseq = fs.row.highestmodseq + 1
+                uids = list(range(first_uid, first_uid + len(datas)))
+                user.append_uidlist(
+                    fs, [(uid, base) for uid, (_tmp, base) in zip(uids, written, strict=True)]
+                )
+                added: list[MessageInfo] = []
+                flags_text = flagtext(set(flagset_))
+                usage_before = _usage_key(user)
+                with user.db.transaction():
+                    for n, uid in enumerate(uids):
+                        data, filename, internal = datas[n], filenames[n], internals[n]
+                        msg_id = user.db.insert_message(
+                            fs.row.id,
+                            uid,
+                            written[n][1],
+                            filename,
+                            first_modseq + n,
+                            flags_text,
+                            len(data),
+                            internal,
+                        )
+                        text = texts[n]
+                        if text is not None:
+                            user.db.fts_put(msg_id, *text)
+                        added.append(
+                            MessageInfo(uid, flagset_, first_modseq + n, len(data), internal, filename)
+                        )
+                    user.db.set_counters(fs.row.id, uids[-1] + 1, first_modseq + len(uids) - 1)
+                    self._note_own_write(fs, before)
+                cached = _USAGE.get(user)
+                if cached is not None and cached[0] == usage_before:
+                    _USAGE[user] = (_usage_key(user), cached[1] + total)
+                self._after_commit(fs, added)
+                user.queue_change(fs, ChangeKind.APPEND, uids)
+        except BaseException:
+            for tmp, _base in written:
+                tmp.unlink(missing_ok=True)
+            raise
+        log.debug("store.append_many", user=user.address, folder=fs.row.name, uids=len(uids))
+        return uids
+
+    def _check_quota_cached(self, size: int) -> None:
+        """`_check_quota` without a SUM over every message of the user on each delivery: the bytes used are
+        kept per user while nothing but `append_many` changed the index (see `_usage_key`)."""
+        if self.quota is None:
+            return
+        user = self._user
+        with user.reading():
+            key = _usage_key(user)
+            cached = _USAGE.get(user)
+            if cached is not None and cached[0] == key:
+                used = cached[1]
+            else:
+                used = user.db.usage()[0]
+                _USAGE[user] = (key, used)
+        if used + size > self.quota:
+            raise QuotaExceeded(f"mailbox full: {used + size} bytes would exceed the quota of {self.quota}")
 
     def _check_quota(self, size: int) -> None:
         if self.quota is None:
@@ -297,10 +415,11 @@ class Mailbox:
                     except FileNotFoundError:
                         continue
                 done.append((info, new, filename))
-            fsync_dir(fs.path / "cur")
+            # Flags are not mail: neither the renames nor the commit wait for the disk. A crash may lose a flag
+            # change (the next scan reads the flags back from the file names); it never loses a message.
             modseq = fs.row.highestmodseq + 1
             changed: list[MessageInfo] = []
-            with user.db.transaction():
+            with user.db.transaction(durable=False):
                 for info, new, filename in done:
                     user.db.update_flags(fs.row.id, info.uid, filename, flagtext(set(new)), modseq)
                     changed.append(info._replace(flags=new, modseq=modseq, filename=filename))
@@ -334,11 +453,11 @@ class Mailbox:
                 os.unlink(os.path.join(fs.path, info.filename))
             except FileNotFoundError:
                 pass
-        for sub in ("new", "cur"):
-            fsync_dir(fs.path / sub)
+        # Like flag changes, an expunge does not wait for the disk: a power cut may bring a message back
+        # (flagged \Deleted, to be expunged again), never lose one.
         uids = [i.uid for i in doomed]
         modseq = fs.row.highestmodseq + 1
-        with user.db.transaction():
+        with user.db.transaction(durable=False):
             user.db.delete_messages(fs.row.id, uids, modseq)
             user.db.set_counters(fs.row.id, fs.row.uidnext, modseq)
             stale = user.db.add_stale(fs.row.id, len(uids))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from kinmail.core.atomic import atomic_write, fsync_dir
@@ -111,6 +111,17 @@ class Store:
     def mailboxes(self, address: str) -> UserMailboxes:
         """The folders of `address`; the Maildir, index and special folders are made on first use."""
         user = self._user(address)
+        quota = self.quota_for(user.address) if self.quota_for is not None else None
+        return UserMailboxes(user, quota)
+
+    def mailboxes_if_open(self, address: str) -> UserMailboxes | None:
+        """Like `mailboxes`, but only for a user this store has open already (None otherwise): never touches
+        the disk, so an event loop may call it directly (IMAP and POP3 logins of a user seen before)."""
+        key = "{}@{}".format(*_split_address(address))
+        with self._lock:
+            user = self._users.get(key)
+        if user is None:
+            return None
         quota = self.quota_for(user.address) if self.quota_for is not None else None
         return UserMailboxes(user, quota)
 
@@ -417,6 +428,11 @@ class UserMailboxes:
             except FolderExists:
                 pass
         return open_folder(self._user, name, self.quota, scan=False).append(data, flags)
+
+    def deliver_many(self, folder: str, messages: Sequence[bytes], flags: Iterable[str] = ()) -> list[int]:
+        """Store several messages in `folder` (INBOX if empty) with one group commit (`Mailbox.append_many`):
+        all of them durable before it returns, or none indexed; returns their UIDs."""
+        return open_folder(self._user, folder or INBOX, self.quota, scan=False).append_many(messages, flags)
 
     def quota_usage(self) -> tuple[int, int]:
         """(bytes, messages) over all folders, from the index."""

@@ -30,6 +30,30 @@ from kinmail.store.types import Change, ChangeKind, MessageInfo, flagset, flagte
 log = get_logger(__name__)
 
 RECENT_NS = 2_000_000_000
+FINE_RECENT_NS = 100_000_000
+
+
+def _same_files(listing: list[tuple[str, list[str]]], infos: dict[int, MessageInfo] | None) -> bool:
+    """True when a directory listing names exactly the files of the loaded message list (nothing added,
+    removed or renamed by another program): the cheap way to see that a folder scan has nothing to do."""
+    if infos is None:
+        return False
+    names = {f"{sub}/{fname}" for sub, fnames in listing for fname in fnames if not fname.startswith(".")}
+    return len(names) == len(infos) and all(info.filename in names for info in infos.values())
+
+
+def settle_ns(mtimes: tuple[int, ...]) -> int:
+    """How long after a directory's mtime a change within the same timestamp tick is still possible.
+
+    Where the file system keeps whole seconds only, two seconds (what every Maildir reader assumes); where it
+    keeps finer times (ext4, xfs, btrfs, tmpfs: the kernel's clock tick, a few milliseconds), 100 ms. Then a
+    folder this process keeps writing to need not be listed again on each open.
+    """
+    if all(m % 1_000_000_000 == 0 for m in mtimes):
+        return RECENT_NS
+    return FINE_RECENT_NS
+
+
 DEFAULT_SPECIAL_USE = {
     "Drafts": "\\Drafts",
     "Sent": "\\Sent",
@@ -377,50 +401,57 @@ class UserState:
         if (
             not force
             and mtimes == (row.new_mtime, row.cur_mtime)
-            and row.scanned_at - max(mtimes) > RECENT_NS
+            and row.scanned_at - max(mtimes) > settle_ns(mtimes)
         ):
             return False
         with self.writing():
             scanned_at = time.time_ns()
             mtimes = fs.mtimes()
-            on_disk: dict[str, tuple[str, str]] = {}
+            listing: list[tuple[str, list[str]]] = []
             for sub in ("new", "cur"):
                 try:
-                    names = os.listdir(fs.path / sub)
+                    listing.append((sub, os.listdir(fs.path / sub)))
                 except FileNotFoundError:
-                    names = []
-                for fname in names:
-                    if fname.startswith("."):
-                        continue
-                    base, info = maildir.split_name(fname)
-                    if sub == "new" and base in on_disk:
-                        continue
-                    on_disk[base] = (f"{sub}/{fname}", info if sub == "cur" else "")
-            indexed = self.db.file_rows(row.id)
-            added = [base for base in on_disk if base not in indexed]
-            removed = sorted(uid for base, (uid, _f, _fl) in indexed.items() if base not in on_disk)
+                    listing.append((sub, []))
+            on_disk: dict[str, tuple[str, str]] = {}
+            indexed: dict[str, tuple[int, str, str]] = {}
+            added: list[str] = []
+            removed: list[int] = []
             renamed: list[tuple[int, str, str]] = []
-            keywords = fs.keywords
-            keywords.load()
-            for base, (uid, filename, flags) in indexed.items():
-                disk = on_disk.get(base)
-                if disk is not None and disk[0] != filename:
-                    new_flags = set(keywords.flags_from_info(disk[1]))
-                    # keywords beyond the 26 letters live only in the index: keep them
-                    new_flags |= {
-                        f
-                        for f in flagset(flags)
-                        if not f.startswith("\\")
-                        and keywords.letter(f, create=False) is None
-                        and f != "$Forwarded"
-                    }
-                    renamed.append((uid, disk[0], flagtext(new_flags)))
+            if uidlist is not None or rebuilding or not _same_files(listing, fs.infos):
+                for sub, names in listing:
+                    for fname in names:
+                        if fname.startswith("."):
+                            continue
+                        base, info = maildir.split_name(fname)
+                        if sub == "new" and base in on_disk:
+                            continue
+                        on_disk[base] = (f"{sub}/{fname}", info if sub == "cur" else "")
+                indexed = self.db.file_rows(row.id)
+                added = [base for base in on_disk if base not in indexed]
+                removed = sorted(uid for base, (uid, _f, _fl) in indexed.items() if base not in on_disk)
+                keywords = fs.keywords
+                keywords.load()
+                for base, (uid, filename, flags) in indexed.items():
+                    disk = on_disk.get(base)
+                    if disk is not None and disk[0] != filename:
+                        new_flags = set(keywords.flags_from_info(disk[1]))
+                        # keywords beyond the 26 letters live only in the index: keep them
+                        new_flags |= {
+                            f
+                            for f in flagset(flags)
+                            if not f.startswith("\\")
+                            and keywords.letter(f, create=False) is None
+                            and f != "$Forwarded"
+                        }
+                        renamed.append((uid, disk[0], flagtext(new_flags)))
             if not added and not removed and not renamed:
-                settled = scanned_at - max(mtimes) > RECENT_NS
+                recent = settle_ns(mtimes)
+                settled = scanned_at - max(mtimes) > recent
                 if mtimes != (row.new_mtime, row.cur_mtime) or (
-                    settled and row.scanned_at - max(mtimes) <= RECENT_NS
+                    settled and row.scanned_at - max(mtimes) <= recent
                 ):
-                    with self.db.transaction():
+                    with self.db.transaction(durable=False):  # only when the folder was last looked at
                         self.db.set_scan(row.id, mtimes[0], mtimes[1], scanned_at)
                     self.reload_row(fs)
                 else:
