@@ -14,8 +14,8 @@ import zlib
 from typing import TYPE_CHECKING
 
 from kinmail.core.ids import new_cid
-from kinmail.core.listen import start_stream_servers
 from kinmail.core.log import get_logger
+from kinmail.core.service import StreamService
 from kinmail.imapserver import cmd_append, cmd_auth, cmd_mailbox, cmd_message, cmd_search  # noqa: F401 - register
 from kinmail.imapserver.session import Session
 from kinmail.proto.imap_parser import BadInput, Command, CommandParser, NeedLiteral, RawLine
@@ -177,54 +177,17 @@ class Connection:
             log.info("imap.disconnect", cid=self.cid, ip=self.remote_ip, user=session.user)
 
 
-class ImapService:
+class ImapService(StreamService):
     name = "imap"
+    plain_key = "imap"
+    tls_key = "imaps"
+    read_limit = READ_SIZE
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await Connection(self.rt, reader, writer, tls=tls).run()
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def _plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._serve(reader, writer, tls=False)
-
-    async def _implicit_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._serve(reader, writer, tls=True)
-
-    async def start(self) -> None:
-        listen = self.rt.config.listen
-        self._servers = await start_stream_servers(listen.imap, self._plain, limit=READ_SIZE)
-        if listen.imaps:
-            if self.rt.ssl_context is None:
-                log.warning("imap.no_tls", reason="no certificate; imaps listeners not started")
-            else:
-                self._servers += await start_stream_servers(
-                    listen.imaps, self._implicit_tls, ssl_context=self.rt.ssl_context, limit=READ_SIZE
-                )
-        log.info("imap.listening", imap=",".join(listen.imap), imaps=",".join(listen.imaps))
-
-    async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1)
-        self._servers = []
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
+        await Connection(self.rt, reader, writer, tls=tls).run()
 
 
 def create(rt: Runtime) -> ImapService | None:
     """The IMAP service, or None when neither `listen.imap` nor `listen.imaps` lists an address."""
-    if not rt.config.listen.imap and not rt.config.listen.imaps:
-        return None
-    return ImapService(rt)
+    service = ImapService(rt)
+    return service if service.enabled() else None
