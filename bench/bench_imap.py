@@ -23,9 +23,7 @@ import asyncio
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.serverctl import KinmailServer, free_port
+from tests.peers import PrivateDovecot, give, write_maildir
+from tests.serverctl import KinmailServer
 
 PASSWORD = "bench-secret-1"
 WORDS = [
@@ -79,71 +78,6 @@ def make_message(rng: random.Random, i: int, size: int | None = None) -> bytes:
     return ("\r\n".join(head + body) + "\r\n").encode()
 
 
-def write_maildir(root: Path, messages: list[bytes]) -> None:
-    for sub in ("new", "cur", "tmp"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    now = int(time.time())
-    for i, data in enumerate(messages):
-        (root / "cur" / f"{now}.M{i}P{os.getpid()}.bench,S={len(data)}:2,").write_bytes(data)
-
-
-def dovecot_config(base: Path, port: int, mail: Path, users: list[str]) -> Path:
-    (base / "run").mkdir(parents=True)
-    (base / "state").mkdir()
-    passwd = base / "passwd"
-    passwd.write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
-    config = base / "dovecot.conf"
-    config.write_text(
-        f"""
-base_dir = {base}/run
-state_dir = {base}/state
-log_path = {base}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-mail_location = maildir:{mail}/%d/%n
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home={base}/home/%d/%n
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service anvil {{
-  chroot =
-}}
-service stats {{
-  chroot =
-}}
-"""
-    )
-    return config
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                if s.recv(100).startswith(b"* OK"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on port {port}")
-
-
 class Client:
     """A small IMAP client: one command at a time, literals read whole."""
 
@@ -163,7 +97,7 @@ class Client:
         if literal is not None:
             data += b" {%d+}\r\n" % len(literal) + literal
         self.writer.write(data + b"\r\n")
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = await self.reader.readline()
             if not line:
@@ -329,7 +263,7 @@ def main() -> None:
     messages = [make_message(rng, i) for i in range(args.messages)]
     tmp = Path(tempfile.mkdtemp(prefix="bench-imap-"))
     tmp.chmod(0o755)  # Dovecot's auth and mail processes run as other users
-    dovecot: subprocess.Popen[bytes] | None = None
+    dovecot: PrivateDovecot | None = None
     big_user = "big@example.test"
     srv = KinmailServer(
         tmp / "kinmail", users={u: PASSWORD for u in [*users, big_user]}, aliases="", services=("imap",)
@@ -354,12 +288,10 @@ def main() -> None:
             for u in users:
                 local, domain = u.split("@")
                 shutil.copytree(srv.maildir(u), mail / domain / local)
-            subprocess.run(["chown", "-R", "65534:65534", str(mail)], check=True)
-            dport = free_port()
-            config = dovecot_config(tmp / "dovecot", dport, mail, users)
-            dovecot = subprocess.Popen(["dovecot", "-F", "-c", str(config)], stderr=subprocess.PIPE)
-            wait_port(dport)
-            ports["dovecot"] = dport
+            give(mail)
+            dovecot = PrivateDovecot(tmp / "dovecot", users={u: PASSWORD for u in users}, mail=mail)
+            dovecot.start()
+            ports["dovecot"] = dovecot.port("imap")
 
         async def warm() -> None:  # first SELECT builds each server's index; not part of the numbers
             for name, port in ports.items():
@@ -396,11 +328,7 @@ def main() -> None:
             asyncio.run(big_mailbox(kport, big_user))
     finally:
         if dovecot is not None:
-            dovecot.terminate()
-            try:
-                dovecot.wait(10)
-            except subprocess.TimeoutExpired:
-                dovecot.kill()
+            dovecot.stop()
         srv.stop()
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.peers import PrivateDovecot, give, private_tmp, write_maildir
 from tests.serverctl import KinmailServer
-from tests.test_pop3_helpers import dovecot_tmp, give_to_dovecot, running_dovecot
 
 USER = "alice@example.test"
 PASSWORD = "alice-secret-1"
@@ -72,15 +72,6 @@ def make_message(rng: random.Random, i: int) -> bytes:
         body.append(line)
         total += len(line) + 2
     return ("\r\n".join(lines + body) + "\r\n").encode()
-
-
-def write_maildir(root: Path, messages: list[bytes]) -> None:
-    for sub in ("new", "cur", "tmp"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    now = int(time.time())
-    for i, data in enumerate(messages):
-        name = f"{now}.M{i}P{os.getpid()}.bench,S={len(data)}:2,"
-        (root / "cur" / name).write_bytes(data)
 
 
 def run_poplib(port: int, count: int) -> tuple[float, int]:
@@ -145,14 +136,15 @@ def main() -> None:
 
     rng = random.Random(5)
     messages = [make_message(rng, i) for i in range(args.messages)]
-    with dovecot_tmp() as tmp:
+    with private_tmp() as tmp:
         kinmail = KinmailServer(tmp / "kinmail", services=("pop3",))
         write_maildir(kinmail.maildir(USER), messages)
         mail = tmp / "dovecot-mail"
         shutil.copytree(kinmail.maildir(USER), mail / "example.test" / "alice")
-        give_to_dovecot(mail)
-        with kinmail, running_dovecot(tmp / "dovecot", mail, {USER: PASSWORD}) as dport:
-            kport = kinmail.port("pop3")
+        give(mail)
+        dovecot = PrivateDovecot(tmp / "dovecot", protocols=("pop3",), users={USER: PASSWORD}, mail=mail)
+        with kinmail, dovecot:
+            kport, dport = kinmail.port("pop3"), dovecot.port("pop3")
             for port in (kport, dport):  # warm both (index, page cache) and check what they send
                 check_messages(port, messages)
                 run_poplib(port, args.messages)

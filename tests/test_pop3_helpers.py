@@ -1,4 +1,7 @@
-"""Helpers shared by the POP3 test modules (no tests here): users, putting mail in, the IMAP side."""
+"""Helpers shared by the POP3 test modules (no tests here): users, putting mail in, the IMAP side, Dovecot.
+
+The Dovecot helpers are thin names over `tests.peers` for the modules that use them.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,14 @@ import contextlib
 import imaplib
 import os
 import smtplib
-import socket
 import ssl
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from tests.serverctl import USERS, KinmailServer, free_port
+from tests.serverctl import USERS, KinmailServer
 
 
 class Pop3Users:
@@ -138,90 +138,3 @@ def running_server(root: Path, **options: Any) -> Iterator[KinmailServer]:
         finally:
             server.stop()
         return
-
-
-DOVECOT_UID = 65534  # Dovecot will not serve mail as root; its pop3 runs as nobody
-
-
-def dovecot_config(base: Path, port: int, mail: Path, users: dict[str, str], extra: str = "") -> Path:
-    """A private Dovecot config serving only POP3 on 127.0.0.1:`port` from `mail/DOMAIN/USER` Maildirs."""
-    (base / "run").mkdir(parents=True)
-    (base / "state").mkdir()
-    passwd = base / "passwd"
-    passwd.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n" for user, password in users.items()))
-    config = base / "dovecot.conf"
-    config.write_text(
-        f"""
-base_dir = {base}/run
-state_dir = {base}/state
-log_path = {base}/dovecot.log
-protocols = pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-mail_location = maildir:{mail}/%d/%n
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}
-}}
-userdb {{
-  driver = static
-  args = uid={DOVECOT_UID} gid={DOVECOT_UID} home={base}/home/%d/%n
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-{extra}
-"""
-    )
-    return config
-
-
-def give_to_dovecot(path: Path) -> None:
-    """Make `path` and everything below it Dovecot's (its mail processes run unprivileged)."""
-    for item in [path, *path.rglob("*")]:
-        os.chown(item, DOVECOT_UID, DOVECOT_UID)
-
-
-@contextlib.contextmanager
-def dovecot_tmp() -> Iterator[Path]:
-    """A temporary folder Dovecot's unprivileged processes can reach (pytest's are private to root)."""
-    with tempfile.TemporaryDirectory(prefix="kinmail-dovecot-") as name:
-        root = Path(name)
-        root.chmod(0o755)
-        yield root
-
-
-@contextlib.contextmanager
-def running_dovecot(base: Path, mail: Path, users: dict[str, str], extra: str = "") -> Iterator[int]:
-    """Dovecot's pop3d from a private config; yields its port."""
-    port = free_port()
-    config = dovecot_config(base, port, mail, users, extra)
-    proc = subprocess.Popen(
-        ["dovecot", "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                    if sock.recv(100).startswith(b"+OK"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "dovecot did not start: " + (base / "dovecot.log").read_text(errors="replace")
-                )
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)

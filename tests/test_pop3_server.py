@@ -12,20 +12,18 @@ from typing import cast
 
 import pytest
 
+from tests.peers import PrivateDovecot, give, private_tmp
 from tests.serverctl import KinmailServer
 from tests.test_pop3_helpers import (
     Pop3Users,
     client_context,
     count_files,
     deliver,
-    dovecot_tmp,
     drop_into_maildir,
-    give_to_dovecot,
     imap_expunge_first,
     imap_seen,
     imap_subjects,
     message,
-    running_dovecot,
     running_server,
     wait_for_count,
 )
@@ -227,15 +225,11 @@ def test_deletion_seen_by_imap_and_imap_expunge_seen_by_pop3(server: KinmailServ
     pop.quit()
 
 
-@pytest.mark.parametrize(
-    "dovecot_settings",
-    ["", "pop3_uidl_format = %f\npop3_save_uidl = yes"],
-    ids=["default-format", "saved-uidls"],
-)
-def test_uidls_kept_for_a_maildir_moved_from_dovecot(server: KinmailServer, dovecot_settings: str) -> None:
+@pytest.mark.parametrize("uidl_format", [None, "%f"], ids=["default-format", "saved-uidls"])
+def test_uidls_kept_for_a_maildir_moved_from_dovecot(server: KinmailServer, uidl_format: str | None) -> None:
     user = USERS.take()
     local = user.split("@")[0]
-    with dovecot_tmp() as root:
+    with private_tmp(prefix="kinmail-dovecot-") as root:
         maildir = root / "mail" / "example.test" / local
         for sub in ("new", "cur", "tmp"):
             (maildir / sub).mkdir(parents=True)
@@ -243,11 +237,15 @@ def test_uidls_kept_for_a_maildir_moved_from_dovecot(server: KinmailServer, dove
             (maildir / "new" / f"{1700000000 + i}.M{i}P77.oldhost").write_bytes(
                 message(f"old {i}", "from before\r\n")
             )
-        give_to_dovecot(root / "mail")
-        with running_dovecot(
-            root / "dovecot", root / "mail", {user: USERS.password(user)}, dovecot_settings
-        ) as port:
-            pop = poplib.POP3("127.0.0.1", port, timeout=30)
+        give(root / "mail")
+        with PrivateDovecot(
+            root / "dovecot",
+            protocols=("pop3",),
+            users={user: USERS.password(user)},
+            mail=root / "mail",
+            pop3_uidl_format=uidl_format,
+        ) as dovecot:
+            pop = poplib.POP3("127.0.0.1", dovecot.port("pop3"), timeout=30)
             pop.user(user)
             pop.pass_(USERS.password(user))
             dovecot_uidls = [line.split()[1] for line in pop.uidl()[1]]

@@ -1,57 +1,34 @@
 """Compatibility with Dovecot itself: its IMAP server reads the Maildirs kinmail writes (same UIDs, UIDVALIDITY,
 flags, keywords and folder names), and kinmail takes over a Maildir Dovecot wrote without renumbering it.
 
-Dovecot's `imap` binary runs pre-authenticated on a pipe with a minimal config; it refuses to touch mail as
-root, so the Maildir is handed to `nobody` in a temporary folder it can reach.
+Dovecot's `imap` binary runs pre-authenticated on a pipe with a private config (`tests.peers.PrivateDovecot`);
+it refuses to touch mail as root, so the Maildir is handed to `nobody` in a temporary folder it can reach.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kinmail.store import Store
+from tests.peers import PrivateDovecot, private_tmp
 
-DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+NAMESPACE = "namespace inbox {\n  inbox = yes\n  separator = /\n}\n"
 
 
 @pytest.fixture
 def world() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="kinmail-dovecot-"))
-    os.chmod(base, 0o755)
-    for sub in ("run", "state", "home"):
-        (base / sub).mkdir()
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
+    with private_tmp(prefix="kinmail-dovecot-") as base:
+        yield base
 
 
 def dovecot(base: Path, script: bytes) -> str:
-    maildir = base / "mail" / "example.test" / "alice"
-    maildir.mkdir(parents=True, exist_ok=True)
-    conf = base / "dovecot.conf"
-    conf.write_text(
-        f"base_dir = {base}/run\nstate_dir = {base}/state\nlog_path = /dev/stderr\nssl = no\n"
-        f"mail_location = maildir:{maildir}\nmail_uid = nobody\nmail_gid = nogroup\n"
-        "namespace inbox {\n  inbox = yes\n  separator = /\n}\n"
-    )
-    for path in [base / "mail", base / "home", *(base / "mail").rglob("*")]:
-        shutil.chown(path, "nobody", "nogroup")
-    result = subprocess.run(
-        [DOVECOT_IMAP, "-c", str(conf)],
-        input=script,
-        capture_output=True,
-        env={"USER": "alice", "HOME": str(base / "home"), "PATH": os.environ.get("PATH", "")},
-        timeout=30,
-        check=True,
-    )
-    return result.stdout.decode("utf-8", "replace")
+    """Dovecot's imap as alice@example.test on the Maildirs under `base/mail`; what it answered."""
+    peer = PrivateDovecot(base / "dovecot", mail=base / "mail", extra=NAMESPACE)
+    return peer.run_imap("alice@example.test", script)
 
 
 def test_dovecot_reads_what_kinmail_writes(world: Path) -> None:
