@@ -5,8 +5,9 @@
 For each message size and session count, Postfix's `smtp-source` sends the messages to one local mailbox
 (connections reused, `-d`); the script prints accepted msg/s (until smtp-source is done), delivered msg/s (until
 the last message is in the Maildir), the kinmail/Postfix ratio, and kinmail's peak RSS. Postfix (from a private
-config folder, `postfix -c DIR start`) and Dovecot (`dovecot -c FILE`, LMTP only) run on free loopback ports with
-everything under a temporary folder; nothing of the system's own mail setup is touched. Needs root for Postfix.
+config folder, `postfix -c DIR start`) and Dovecot (`tests.peers.PrivateDovecot`, LMTP only) run on free loopback
+ports with everything under a temporary folder; nothing of the system's own mail setup is touched. Needs root for
+Postfix.
 """
 
 from __future__ import annotations
@@ -23,39 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.peers import PrivateDovecot
 from tests.serverctl import KinmailServer, free_port
 
 # One mailbox per configuration, so that every run starts from an empty Maildir on both sides.
 RUN_USERS = [f"load{n}@example.test" for n in range(1, 9)]
 
-DOVECOT_CONF = """\
-base_dir = {root}/run/dovecot
-state_dir = {root}/run/dovecot-state
-instance_name = kinmail-bench-{port}
-protocols = lmtp
-listen = 127.0.0.1
-log_path = {root}/dovecot.log
-ssl = no
-mail_location = maildir:{root}/mail/%d/%n
-mail_uid = mail
-mail_gid = mail
-first_valid_uid = 8
-passdb {{
-  driver = static
-  args = nopassword=y
-}}
-userdb {{
-  driver = static
-  args = uid=mail gid=mail home={root}/mail/%d/%n
-}}
-service lmtp {{
-  process_limit = 20
-  inet_listener lmtp {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
-"""
+# Dovecot's LMTP may run as many delivery processes as Postfix opens connections to it.
+DOVECOT_LMTP = "service lmtp {\n  process_limit = 20\n}\n"
 
 POSTFIX_MAIN = """\
 compatibility_level = 3.6
@@ -89,7 +65,10 @@ class PostfixDovecot:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.smtp_port = free_port()
-        self.lmtp_port = free_port()
+        self.dovecot = PrivateDovecot(
+            root / "dovecot", protocols=("lmtp",), mail=root / "mail", uid="mail", extra=DOVECOT_LMTP
+        )
+        self.lmtp_port = self.dovecot.port("lmtp")
 
     def maildir(self, address: str) -> Path:
         return self.root / "mail" / "example.test" / address.split("@")[0]
@@ -100,8 +79,7 @@ class PostfixDovecot:
             (root / sub).mkdir(parents=True, exist_ok=True)
         shutil.chown(root / "mail", "mail", "mail")
         shutil.chown(root / "pfdata", "postfix")
-        (root / "dovecot.conf").write_text(DOVECOT_CONF.format(root=root, port=self.lmtp_port))
-        subprocess.run(["dovecot", "-c", str(root / "dovecot.conf")], check=True)
+        self.dovecot.start()
         conf = root / "postfix"
         mailboxes = ", ".join(f"{user}={user.split('@')[0]}/" for user in RUN_USERS)
         (conf / "main.cf").write_text(
@@ -126,17 +104,12 @@ class PostfixDovecot:
         subprocess.run(
             ["postfix", "-c", str(self.root / "postfix"), "stop"], check=False, capture_output=True
         )
-        pid_file = self.root / "run" / "dovecot" / "master.pid"
-        if pid_file.exists():
-            subprocess.run(["kill", pid_file.read_text().strip()], check=False)
+        self.dovecot.stop()
 
     def rss_mb(self) -> float:
         """Resident memory of the Postfix master, the Dovecot master and all their children."""
-        roots = set()
-        for pid_file in (
-            self.root / "pfqueue" / "pid" / "master.pid",
-            self.root / "run" / "dovecot" / "master.pid",
-        ):
+        roots = {self.dovecot.pid} if self.dovecot.proc is not None else set()
+        for pid_file in (self.root / "pfqueue" / "pid" / "master.pid",):
             try:
                 roots.add(int(pid_file.read_text().split()[0]))
             except (OSError, ValueError, IndexError):
