@@ -7,6 +7,7 @@ syntax, IPv6 handling and errors ("address in use") are the same everywhere.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,24 @@ from collections.abc import Awaitable, Callable
 from kinmail.core.errors import KinmailError
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def peer_ip(transport: asyncio.BaseTransport | asyncio.StreamWriter) -> str:
+    """The client's IP address as text ("unknown" when the socket has none); an IPv4 client reaching an IPv6
+    listener ("::ffff:192.0.2.1") is shown as its IPv4 address, so that logs, throttling and mynetworks see one form."""
+    peer = transport.get_extra_info("peername")
+    if not isinstance(peer, tuple) or not peer:
+        return "unknown"
+    address = str(peer[0])
+    return address[7:] if address.startswith("::ffff:") else address
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `address` (an IP, possibly with an IPv6 %scope) is a loopback address."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

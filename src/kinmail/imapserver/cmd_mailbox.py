@@ -22,6 +22,8 @@ from kinmail.store.errors import FolderExists, InvalidFolderName, NoSuchFolder, 
 from kinmail.store.names import INBOX, decode_mutf7, encode_mutf7, normalize
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kinmail.store.mailbox import Mailbox
     from kinmail.store.store import UserMailboxes
     from kinmail.store.types import FolderInfo, MessageInfo
@@ -198,6 +200,14 @@ async def cmd_unselect(s: Session, cmd: Command) -> None:
 # --- folder management -----------------------------------------------------------------------------------
 
 
+async def _change_folders(s: Session, change: Callable[..., object], *args: object) -> None:
+    """Run a store call that changes the folder list off the loop; a refusal becomes the matching NO."""
+    try:
+        await blocking(change, *args)
+    except StoreError as exc:
+        raise _store_error(exc) from exc
+
+
 def _store_error(exc: StoreError) -> ImapError:
     if isinstance(exc, FolderExists):
         return ImapError(Status.NO, "Mailbox already exists", Code.ALREADYEXISTS)
@@ -226,10 +236,7 @@ async def cmd_create(s: Session, cmd: Command) -> None:
             special = text[0] + text[1:].title()
     if name.upper() == INBOX:
         raise ImapError(Status.NO, "INBOX always exists", Code.ALREADYEXISTS)
-    try:
-        await blocking(user_mailboxes(s).create_folder, name, special)
-    except StoreError as exc:
-        raise _store_error(exc) from exc
+    await _change_folders(s, user_mailboxes(s).create_folder, name, special)
     s.ok(cmd)
 
 
@@ -244,10 +251,8 @@ async def cmd_delete(s: Session, cmd: Command) -> None:
         s.selected = None
         s.state = State.AUTHENTICATED
         s.untagged("OK [CLOSED] Mailbox deleted")
-    try:  # the store keeps the subscription (RFC 9051 §6.3.9)
-        await blocking(user_mailboxes(s).delete_folder, name)
-    except StoreError as exc:
-        raise _store_error(exc) from exc
+    # the store keeps the subscription (RFC 9051 §6.3.9)
+    await _change_folders(s, user_mailboxes(s).delete_folder, name)
     s.ok(cmd)
 
 
@@ -258,10 +263,7 @@ async def cmd_rename(s: Session, cmd: Command) -> None:
     old, new = mailbox_name(s, cmd.args[0]), mailbox_name(s, cmd.args[1]).rstrip("/")
     if new == INBOX:
         raise ImapError(Status.NO, "Cannot rename to INBOX", Code.ALREADYEXISTS)
-    try:
-        await blocking(user_mailboxes(s).rename_folder, old, new)
-    except StoreError as exc:
-        raise _store_error(exc) from exc
+    await _change_folders(s, user_mailboxes(s).rename_folder, old, new)
     if s.selected is not None and s.selected.name == old:
         s.selected.name = new
     s.ok(cmd)
@@ -274,10 +276,7 @@ async def _subscribe(s: Session, cmd: Command, on: bool) -> None:
     if on and not await blocking(user_mailboxes(s).exists, name):
         # RFC 9051 §6.3.7 lets the server check; as Dovecot does, a typo gets an error rather than a ghost
         raise ImapError(Status.NO, "Mailbox does not exist", Code.NONEXISTENT)
-    try:
-        await blocking(user_mailboxes(s).set_subscribed, name, on)
-    except StoreError as exc:
-        raise _store_error(exc) from exc
+    await _change_folders(s, user_mailboxes(s).set_subscribed, name, on)
     s.ok(cmd)
 
 

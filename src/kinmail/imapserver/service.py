@@ -9,11 +9,11 @@ stream-level work (STARTTLS, COMPRESS=DEFLATE RFC 4978, reading IDLE's DONE). Ke
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import zlib
 from typing import TYPE_CHECKING
 
 from kinmail.core.ids import new_cid
+from kinmail.core.listen import is_loopback, peer_ip
 from kinmail.core.log import get_logger
 from kinmail.core.service import StreamService
 from kinmail.imapserver import cmd_append, cmd_auth, cmd_mailbox, cmd_message, cmd_search  # noqa: F401 - register
@@ -41,12 +41,8 @@ class Connection:
         self.writer = writer
         self.tls = tls
         self.cid = new_cid()
-        peer = writer.get_extra_info("peername")
-        self.remote_ip = str(peer[0]) if isinstance(peer, tuple) else "127.0.0.1"
-        try:
-            self.loopback = ipaddress.ip_address(self.remote_ip.split("%")[0]).is_loopback
-        except ValueError:
-            self.loopback = False
+        self.remote_ip = peer_ip(writer)
+        self.loopback = is_loopback(self.remote_ip)
         cfg = rt.config.imap
         self.parser = CommandParser(cfg.max_line_length, cfg.max_literal_size)
         self._out: list[bytes] = []

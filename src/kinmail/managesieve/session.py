@@ -9,12 +9,12 @@ Created by `kinmail.managesieve.service` for each accepted connection. Parses wi
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from kinmail.auth import sasl
 from kinmail.core.ids import new_cid
+from kinmail.core.listen import is_loopback, peer_ip
 from kinmail.core.log import TRACE, get_logger
 from kinmail.proto import managesieve as ms
 from kinmail.proto.managesieve import Atom, Command, Response, Status, TooLarge
@@ -44,13 +44,6 @@ class Done(Exception):
     """The connection is to be closed (LOGOUT, BYE, TLS failure)."""
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def sieve_extensions() -> list[str]:
     """The SIEVE capability (RFC 5804 §1.7): what `kinmail.sieve` lets users `require`."""
     return sieve_capabilities()
@@ -73,9 +66,8 @@ class Connection:
         self.writer = writer
         self.tls = tls
         self.cid = new_cid()
-        peer = writer.get_extra_info("peername")
-        self.remote_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        self.loopback = _is_loopback(self.remote_ip)
+        self.remote_ip = peer_ip(writer)
+        self.loopback = is_loopback(self.remote_ip)
         self.user: str | None = None
         self.errors = 0
         # Scripts arrive as literals; allow some slack over the limit so that "too big" can be answered

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import os
 import time
 from typing import TYPE_CHECKING, cast
 
 from kinmail.core.ids import new_cid
+from kinmail.core.listen import is_loopback
 from kinmail.core.log import TRACE, get_logger
 from kinmail.pop3server.maildrop import Maildrop, MaildropLocks
 from kinmail.proto import pop3
@@ -34,13 +34,6 @@ FLUSH_SIZE = 256 * 1024  # queued reply bytes written without waiting for the en
 CHUNK = 256 * 1024  # messages larger than this are read and sent in pieces
 CACHED_LIMIT = 64 * 1024  # messages up to this size are sent at once when the page cache holds them
 MAX_PENDING_INPUT = 256 * 1024  # unprocessed client bytes before reading from it pauses
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def sendfile_and_close(sock_fd: int, file_fd: int, offset: int, end: int) -> int:

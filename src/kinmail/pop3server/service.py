@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from kinmail.core.listen import peer_ip
 from kinmail.core.log import get_logger
 from kinmail.core.service import StreamService
 from kinmail.pop3server.maildrop import MaildropLocks
@@ -35,9 +36,7 @@ class Pop3Service(StreamService):
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
         """Take the accepted transport over with a Pop3Protocol and wait until the connection is gone."""
         transport = writer.transport
-        peer = transport.get_extra_info("peername")
-        remote_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        protocol = Pop3Protocol(self.rt, self.locks, tls=tls, remote_ip=remote_ip)
+        protocol = Pop3Protocol(self.rt, self.locks, tls=tls, remote_ip=peer_ip(transport))
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         await protocol.closed

@@ -18,7 +18,6 @@ server gave none, a generic one (`5.0.0`, `4.0.0`) is put in front.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import ssl
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from kinmail.core.listen import is_loopback
 from kinmail.core.log import get_logger
 from kinmail.proto.smtp import xtext_encode
 from kinmail.smtpclient.route import Hop
@@ -108,13 +108,6 @@ _TLS_CONTEXT = _client_tls_context()
 # Addresses whose TLS handshake failed recently: address -> monotonic time until which TLS is skipped.
 _TLS_BROKEN: dict[tuple[str, int], float] = {}
 TLS_BROKEN_FOR = 3600.0
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 class Connection:
@@ -231,7 +224,7 @@ class Connection:
         if not self.smtp.supports_extension("auth"):
             log.info("smtpclient.auth_not_offered", cid=self.cid, relay=self.label)
             return
-        if not self.tls and not _is_loopback(self.address):
+        if not self.tls and not is_loopback(self.address):
             log.warning("smtpclient.auth_without_tls_refused", cid=self.cid, relay=self.label)
             return
         user, password = credentials

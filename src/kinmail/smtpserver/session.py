@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from kinmail.auth import sasl
 from kinmail.core.ids import new_cid
+from kinmail.core.listen import peer_ip
 from kinmail.core.log import get_logger
 from kinmail.mailauth.dkim import sign_message
 from kinmail.policy.checks import check_client, check_helo, check_recipient, check_sender, in_networks
@@ -81,10 +82,7 @@ class SmtpSession:
         self.mode = mode
         self.rate_limit = rate_limit
         self.cid = new_cid()
-        peer = writer.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else "unknown"
-        if self.client_ip.startswith("::ffff:"):
-            self.client_ip = self.client_ip[7:]
+        self.client_ip = peer_ip(writer)
         self.buf = bytearray()
         self.helo = ""
         self.esmtp = False
