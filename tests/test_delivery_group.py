@@ -1,113 +1,137 @@
-"""Group commit of local deliveries (`kinmail.delivery.local.GroupCommit`): messages that worker threads bring
-for one folder while a write is in progress go into the store together, each caller returning only after its
-own message is stored; a failed batch falls back to one message at a time."""
+"""Local deliveries in batches: `kinmail.queue.batches.Batches` gathers what the scheduler's workers bring while
+a batch runs, and `kinmail.delivery.local.deliver_batch` stores the messages for one folder with one commit; a
+batch that fails as a whole is stored one message at a time, each with its own outcome."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from kinmail.delivery.local import GroupCommit
-from kinmail.store import QuotaExceeded, Store
+from kinmail.config.directory import Recipient
+from kinmail.delivery.local import DELIVERED, PERMANENT, Delivery, deliver_batch
+from kinmail.queue.batches import Batches
+from kinmail.store import Store
 
-
-class GatedMailboxes:
-    """Stands in for `UserMailboxes`: the first single delivery waits for a gate, so that others pile up."""
-
-    def __init__(self, fail_batches: bool = False) -> None:
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.calls: list[tuple[str, list[bytes]]] = []
-        self.fail_batches = fail_batches
-        self._lock = threading.Lock()
-
-    def deliver(self, folder: str, data: bytes, flags: Sequence[str] = ()) -> int:
-        if not self.entered.is_set():
-            self.entered.set()
-            self.gate.wait(30)
-        with self._lock:
-            self.calls.append(("one", [data]))
-        return 1
-
-    def deliver_many(self, folder: str, messages: Sequence[bytes], flags: Sequence[str] = ()) -> list[int]:
-        if len(messages) == 1:
-            return [self.deliver(folder, messages[0], flags)]
-        if self.fail_batches:
-            raise QuotaExceeded("the batch is too big")
-        with self._lock:
-            self.calls.append(("many", list(messages)))
-        return list(range(len(messages)))
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
 
 
-def pending_count(group: GroupCommit) -> int:
-    with group._lock:
-        return sum(len(v) for v in group._pending.values())
+def runtime(store: Store) -> Any:
+    """The parts of a `Runtime` that local delivery uses (no Sieve scripts, no mailbox command)."""
+    delivery = SimpleNamespace(recipient_delimiter="+", mailbox_command="")
+    sieve = SimpleNamespace(global_script="", after_script="")
+    config = SimpleNamespace(delivery=delivery, sieve=sieve)
+    return SimpleNamespace(store=store, config=config, data_dir=store.mail_root.parent)
 
 
-def run_piled_up(mailboxes: GatedMailboxes, followers: int) -> list[BaseException]:
-    group = GroupCommit()
-    errors: list[BaseException] = []
+class CountingStore(Store):
+    """A real store that counts `deliver_many` calls per user."""
 
-    def one(n: int) -> None:
-        try:
-            group.deliver(mailboxes, "alice@example.test", "INBOX", b"m%d" % n, ())
-        except BaseException as exc:
-            errors.append(exc)
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / "mail", root / "index")
+        self.batches: list[tuple[str, int]] = []
 
-    first = threading.Thread(target=one, args=(0,))
-    first.start()
-    assert mailboxes.entered.wait(30)
-    others = [threading.Thread(target=one, args=(n,)) for n in range(1, followers + 1)]
-    for thread in others:
-        thread.start()
-    while pending_count(group) < followers:  # all of them queued behind the write in progress
-        time.sleep(0.01)
-    mailboxes.gate.set()
-    for thread in [first, *others]:
-        thread.join(30)
-        assert not thread.is_alive()
-    assert pending_count(group) == 0 and not group._busy
-    return errors
+    def mailboxes(self, address: str) -> Any:
+        real = super().mailboxes(address)
+        outer = self
+
+        class Counting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def deliver_many(self, folder: str, messages: list[bytes], flags: Any = ()) -> list[int]:
+                outer.batches.append((address, len(messages)))
+                return real.deliver_many(folder, messages, flags)
+
+        return Counting()
 
 
-def test_waiting_messages_are_written_as_one_batch() -> None:
-    mailboxes = GatedMailboxes()
-    assert run_piled_up(mailboxes, 5) == []
-    assert mailboxes.calls[0] == ("one", [b"m0"])
-    assert mailboxes.calls[1][0] == "many"
-    assert sorted(mailboxes.calls[1][1]) == [b"m%d" % n for n in range(1, 6)]
-    assert len(mailboxes.calls) == 2
+def item(n: int, address: str = ALICE) -> Delivery:
+    body = f"Subject: m{n}\r\n\r\nnumber{n}\r\n".encode()
+    return Delivery(f"Q{n:015d}", "sender@remote.example", Recipient(address, local=True), body)
 
 
-def test_a_failed_batch_is_retried_one_by_one() -> None:
-    mailboxes = GatedMailboxes(fail_batches=True)
-    assert run_piled_up(mailboxes, 4) == []
-    assert [kind for kind, _ in mailboxes.calls] == ["one"] * 5
-    assert sorted(data for _, [data] in mailboxes.calls) == [b"m%d" % n for n in range(5)]
-
-
-def test_many_threads_into_a_real_store_each_message_once(tmp_path: Path) -> None:
-    store = Store(tmp_path / "mail", tmp_path / "index")
-    group = GroupCommit()
+def test_one_commit_per_folder_and_an_outcome_per_delivery(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path)
     try:
-
-        def worker(start: int) -> None:
-            for n in range(start, start + 25):
-                mailboxes = store.mailboxes("alice@example.test")
-                body = f"Subject: m{n}\r\n\r\nnumber{n}\r\n".encode()
-                group.deliver(mailboxes, "alice@example.test", "INBOX", body, ())
-
-        threads = [threading.Thread(target=worker, args=(k * 25,)) for k in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        box = store.mailboxes("alice@example.test").open("INBOX")
-        assert box.uids() == list(range(1, 201))
-        subjects = sorted(box.read(uid).split(b"\r\n", 1)[0] for uid in box.uids())
-        assert subjects == sorted(f"Subject: m{n}".encode() for n in range(200))
-        assert box.search_text("number137", "body") != set()
+        rt = runtime(store)
+        store.mailboxes(ALICE)  # users exist
+        store.mailboxes(BOB)
+        store.batches.clear()
+        outcomes = deliver_batch(rt, [item(n, ALICE if n % 3 else BOB) for n in range(30)])
+        assert [o.status for o in outcomes] == [DELIVERED] * 30
+        assert sorted(store.batches) == [(ALICE, 20), (BOB, 10)]
+        box = store.mailboxes(ALICE).open("INBOX")
+        assert len(box.uids()) == 20
+        first = box.read(box.uids()[0])
+        assert first.startswith(
+            b"Return-Path: <sender@remote.example>\r\nDelivered-To: alice@example.test\r\n"
+        )
     finally:
         store.close()
+
+
+def test_a_batch_over_quota_is_stored_one_by_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "mail", tmp_path / "index")
+    store.quota_for = lambda address: 250  # room for two of these messages (96 bytes each), not for five
+    try:
+        outcomes = deliver_batch(runtime(store), [item(n) for n in range(5)])
+        statuses = [o.status for o in outcomes]
+        assert statuses[:2] == [DELIVERED, DELIVERED]
+        assert statuses[2:] == [PERMANENT] * 3
+        assert {o.code for o in outcomes[2:]} == {552}
+        assert len(store.mailboxes(ALICE).open("INBOX").uids()) == 2
+    finally:
+        store.close()
+
+
+def test_submissions_during_a_batch_go_into_the_next_one() -> None:
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        if len(seen) == 1:
+            gate.wait(10)
+        return [i * 10 for i in items]
+
+    async def main() -> list[list[int]]:
+        with ThreadPoolExecutor(2) as pool:
+            batches: Batches[int, int] = Batches(run, pool, parallel=1)
+            first = asyncio.ensure_future(batches.submit([1]))
+            await asyncio.sleep(0.05)  # the first batch is running and held at the gate
+            later = [asyncio.ensure_future(batches.submit([n, n + 1])) for n in (2, 4, 6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            return [await first, *[await f for f in later]]
+
+    results = asyncio.run(main())
+    assert results == [[10], [20, 30], [40, 50], [60, 70]]
+    assert seen == [[1], [2, 3, 4, 5, 6, 7]]
+
+
+def test_a_failing_batch_fails_only_its_own_callers() -> None:
+    async def main() -> tuple[BaseException | None, list[str]]:
+        def run(items: list[str]) -> list[str]:
+            if "bad" in items:
+                raise OSError("disk gone")
+            return [i.upper() for i in items]
+
+        with ThreadPoolExecutor(2) as pool:
+            batches: Batches[str, str] = Batches(run, pool, parallel=1, max_batch=1)
+            bad = asyncio.ensure_future(batches.submit(["bad"]))
+            good = asyncio.ensure_future(batches.submit(["good"]))
+            error = None
+            try:
+                await bad
+            except OSError as exc:
+                error = exc
+            return error, await good
+
+    error, good = asyncio.run(main())
+    assert isinstance(error, OSError)
+    assert good == ["GOOD"]

@@ -165,3 +165,32 @@ def test_header_section_served_again_and_in_part(server: KinmailServer) -> None:
         assert isinstance(data[0], tuple) and data[0][1] == header
         assert isinstance(data[1], tuple) and data[1][1] == header[6:14]
     m.logout()
+
+
+def exists_after(m: imaplib.IMAP4) -> int:
+    counts = [int(x) for x in m.untagged_responses.pop("EXISTS", [b"-1"])]
+    return counts[-1]
+
+
+def test_append_to_the_selected_mailbox_reports_own_and_others_messages(server: KinmailServer) -> None:
+    """APPEND to the selected folder: the session's own message is taken from the store's memory when it was
+    the only change; when another session appended meanwhile, both messages are reported (RFC 9051 §7.4)."""
+    a, b = login(server), login(server)
+    a.create("Appending")
+    a.select("Appending")
+    a.untagged_responses.clear()
+    a.append("Appending", None, None, message("own 1"))
+    assert exists_after(a) == 1
+    b.append("Appending", None, None, message("other 1"))
+    a.append("Appending", None, None, message("own 2"))
+    assert exists_after(a) == 3
+    assert len(uids_of(a)) == 3
+    b.append("Appending", None, None, message("other 2"))
+    typ, _ = a.noop()  # NOOP looks for changes and reports them in the same answer
+    assert typ == "OK"
+    assert exists_after(a) == 4
+    typ, data = a.fetch("1:4", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = [part[1].decode().strip() for part in data if isinstance(part, tuple)]
+    assert subjects == ["Subject: own 1", "Subject: other 1", "Subject: own 2", "Subject: other 2"]
+    for m in (a, b):
+        m.logout()

@@ -10,9 +10,10 @@ doing nothing. With `[delivery] mailbox_command` set, the command is the local t
 Exactly once across `kill -9`: the spool records a recipient only after the store committed, so a crash in
 between would deliver twice. After a restart, before delivering a message that was already queued, the agent
 looks in the user's Maildir for a copy with the same queue id (our Received header) and Delivered-To address,
-written since the message arrived (`DeliveryLedger`). Messages that several worker threads store into the
-same folder at the same moment are written with one commit (`GroupCommit`, `UserMailboxes.deliver_many`); each
-thread still returns only after its own message is committed. Keeps nothing on disk itself.
+written since the message arrived (`DeliveryLedger`). The scheduler hands over the deliveries of every message
+ready at the same moment as one batch (`deliver_batch`): messages for the same folder are written with one
+commit (`UserMailboxes.deliver_many`), and the batch returns only once all of them are committed. Keeps nothing on
+disk itself.
 """
 
 from __future__ import annotations
@@ -154,6 +155,30 @@ def has_loop(message: bytes, address: str) -> bool:
     return any(line.strip().lower() == needle for line in head.split(b"\r\n"))
 
 
+@dataclass(slots=True)
+class Delivery:
+    """One local target of one queued message, for `deliver_batch`."""
+
+    queue_id: str
+    sender: str
+    target: Recipient
+    message: bytes
+    ledger: DeliveryLedger | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What filtering decided for one delivery: the store writes to make, and the outcome once they are made."""
+
+    queue_id: str
+    target: Recipient
+    dt: str
+    data: bytes
+    stores: list[tuple[str, tuple[str, ...], bool]]  # (folder, flags, create), in the order of the actions
+    outcome: Outcome
+    actions: str
+
+
 def deliver_local(
     rt: Runtime,
     *,
@@ -164,14 +189,80 @@ def deliver_local(
     ledger: DeliveryLedger | None = None,
 ) -> Outcome:
     """Deliver `message` (as queued) to the local mailbox `target`. Blocking: call from a worker thread."""
+    return deliver_batch(rt, [Delivery(queue_id, sender, target, message, ledger)])[0]
+
+
+def deliver_batch(rt: Runtime, items: list[Delivery]) -> list[Outcome]:
+    """Deliver several (message, local target) pairs; one `Outcome` each, in order. Blocking.
+
+    Filtering runs for each in turn; then the messages that go to the same user, folder and flags with a single
+    store write are stored with one `UserMailboxes.deliver_many` (one directory fsync, one uidlist append, one
+    index transaction: group commit). A batch that fails as a whole (over quota together, a folder missing) is
+    stored one message at a time, each with its own outcome. Only when this returns is anything recorded as
+    delivered, so the spool never counts a message the store does not have."""
+    plans: list[_Plan | Outcome] = []
+    for item in items:
+        try:
+            plans.append(_plan(rt, item))
+        except Exception as exc:
+            log.exception("delivery.failed", queue_id=item.queue_id, rcpt=item.target.address)
+            plans.append(Outcome(TEMPORARY, 451, "4.3.0", f"local delivery failed: {type(exc).__name__}"))
+    stored: set[int] = set()
+    groups: dict[tuple[str, str, tuple[str, ...]], list[int]] = {}
+    for n, plan in enumerate(plans):
+        if isinstance(plan, _Plan) and len(plan.stores) == 1:
+            folder, flags, _create = plan.stores[0]
+            groups.setdefault((plan.target.address.lower(), folder, flags), []).append(n)
+    for (_address, folder, flags), members in groups.items():
+        first = plans[members[0]]
+        assert isinstance(first, _Plan)
+        datas = [plan.data for n in members if isinstance(plan := plans[n], _Plan)]
+        try:
+            rt.store.mailboxes(first.target.address).deliver_many(folder, datas, flags)
+        except Exception:  # not as a whole: one by one below, each with its own error handling
+            if len(members) > 1:
+                log.debug(
+                    "delivery.batch_failed", rcpt=first.target.address, folder=folder, messages=len(datas)
+                )
+            continue
+        stored.update(members)
+    outcomes: list[Outcome] = []
+    for n, plan in enumerate(plans):
+        if isinstance(plan, Outcome):
+            outcomes.append(plan)
+            continue
+        failure = None
+        if n not in stored:
+            for folder, flags, create in plan.stores:
+                failure = _store(rt, plan.target.address, folder, plan.data, flags, create)
+                if failure is not None:
+                    break
+        if failure is not None:
+            outcomes.append(failure)
+            continue
+        log.info(
+            "delivery.local",
+            queue_id=plan.queue_id,
+            rcpt=plan.dt,
+            status="delivered" if plan.stores else "filtered",
+            actions=plan.actions,
+        )
+        outcomes.append(plan.outcome)
+    return outcomes
+
+
+def _plan(rt: Runtime, item: Delivery) -> _Plan | Outcome:
+    """Everything before the store writes: loop and ledger checks, trace headers, filtering (or the mailbox
+    command, which delivers by itself)."""
     delimiter = rt.config.delivery.recipient_delimiter or "+"
+    target, queue_id, sender = item.target, item.queue_id, item.sender
     dt = delivered_to(target, delimiter)
-    if has_loop(message, dt):
+    if has_loop(item.message, dt):
         return Outcome(PERMANENT, 554, "5.4.6", f"mail forwarding loop for {dt}")
-    if ledger is not None and ledger.contains(rt, target.address, queue_id, dt):
+    if item.ledger is not None and item.ledger.contains(rt, target.address, queue_id, dt):
         log.info("delivery.already_done", queue_id=queue_id, rcpt=dt)
         return Outcome(DELIVERED, text="already delivered before restart")
-    data = trace_headers(sender, dt) + message
+    data = trace_headers(sender, dt) + item.message
     if rt.config.delivery.mailbox_command:
         from kinmail.delivery.command import run_mailbox_command
 
@@ -181,23 +272,18 @@ def deliver_local(
     except Exception:  # a bug in filtering must never lose mail: keep it in INBOX
         log.exception("delivery.filter_failed", queue_id=queue_id, rcpt=dt)
         result = FilterResult([Keep()], data)
-    return _carry_out(rt, queue_id, sender, target, dt, result)
+    return _plan_actions(queue_id, sender, target, dt, result)
 
 
-def _carry_out(
-    rt: Runtime, queue_id: str, sender: str, target: Recipient, dt: str, result: FilterResult
-) -> Outcome:
+def _plan_actions(queue_id: str, sender: str, target: Recipient, dt: str, result: FilterResult) -> _Plan:
     outcome = Outcome(DELIVERED)
-    stored = False
+    stores: list[tuple[str, tuple[str, ...], bool]] = []
     actions: list[Action] = list(result.actions)
     for action in actions:
         if isinstance(action, Keep | FileInto):
             folder = action.folder if isinstance(action, FileInto) else "INBOX"
             create = action.create if isinstance(action, FileInto) else False
-            failure = _store(rt, target.address, folder, result.message, action.flags, create)
-            if failure is not None:
-                return failure
-            stored = True
+            stores.append((folder, tuple(action.flags), create))
         elif isinstance(action, Redirect):
             if has_loop(result.message, action.address):
                 log.info("delivery.redirect_loop", queue_id=queue_id, rcpt=dt, to=action.address)
@@ -215,86 +301,8 @@ def _carry_out(
             outcome.reject = action.reason or "rejected by the recipient's filter"
         elif isinstance(action, Discard):
             pass
-    log.info(
-        "delivery.local",
-        queue_id=queue_id,
-        rcpt=dt,
-        status="delivered" if stored else "filtered",
-        actions=",".join(type(a).__name__ for a in actions) or "none",
-    )
-    return outcome
-
-
-class _Slot:
-    """One message waiting to be stored in a group commit."""
-
-    __slots__ = ("alone", "data", "event", "lead")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.event = threading.Event()
-        self.lead = False  # woken to write the next batch
-        self.alone = False  # the batch failed: store this one by itself (its own error handling)
-
-
-class GroupCommit:
-    """Group commit of deliveries into one folder: while one worker thread writes a batch (one folder fsync,
-    one uidlist append, one index transaction: `UserMailboxes.deliver_many`), the messages other workers bring
-    for the same user, folder and flags wait and go into the next batch. Each caller returns only once its own
-    message is committed, so the spool still records a recipient only after the store has it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str, tuple[str, ...]], list[_Slot]] = {}
-        self._busy: set[tuple[str, str, tuple[str, ...]]] = set()
-
-    def deliver(self, mailboxes: Any, address: str, folder: str, data: bytes, flags: tuple[str, ...]) -> None:
-        key = (address.lower(), folder, flags)
-        slot = _Slot(data)
-        with self._lock:
-            self._pending.setdefault(key, []).append(slot)
-            lead = key not in self._busy
-            self._busy.add(key)
-        if not lead:
-            slot.event.wait()
-            if slot.lead:
-                slot.event.clear()
-                lead = True
-        if lead:
-            self._write_batch(mailboxes, key)
-            slot.event.wait()
-        if slot.alone:
-            mailboxes.deliver(folder, data, flags=flags)
-
-    def _write_batch(self, mailboxes: Any, key: tuple[str, str, tuple[str, ...]]) -> None:
-        with self._lock:
-            batch = self._pending.pop(key, [])
-        _address, folder, flags = key
-        try:
-            if len(batch) == 1:  # the leader's own message: its errors are the caller's
-                mailboxes.deliver_many(folder, [batch[0].data], flags)
-            elif batch:
-                try:
-                    mailboxes.deliver_many(folder, [slot.data for slot in batch], flags)
-                    log.debug("delivery.group_commit", folder=folder, messages=len(batch))
-                except Exception:
-                    # e.g. the batch is over quota where each message alone is not: one by one, each with
-                    # its own outcome
-                    for slot in batch:
-                        slot.alone = True
-        finally:
-            with self._lock:
-                waiting = self._pending.get(key)
-                if waiting:
-                    waiting[0].lead = True
-                    waiting[0].event.set()
-                else:
-                    self._busy.discard(key)
-            for slot in batch:
-                slot.event.set()
-
-
-_GROUP = GroupCommit()
+    names = ",".join(type(a).__name__ for a in actions) or "none"
+    return _Plan(queue_id, target, dt, result.message, stores, outcome, names)
 
 
 def _store(
@@ -305,7 +313,7 @@ def _store(
     try:
         mailboxes: Any = rt.store.mailboxes(address)
         try:
-            _GROUP.deliver(mailboxes, f"{id(rt.store)} {address}", folder, data, tuple(flags))
+            mailboxes.deliver(folder, data, flags=flags)
         except store_errors.NoSuchFolder:
             if folder != "INBOX" and create:
                 try:

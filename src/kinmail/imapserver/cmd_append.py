@@ -11,12 +11,19 @@ import base64
 import re
 from urllib.parse import unquote
 
-from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox
+from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox, user_mailboxes
 from kinmail.imapserver.session import AUTH, Session, blocking, command
 from kinmail.proto.imap_args import as_astring, as_atom, parse_datetime, parse_flags
 from kinmail.proto.imap_parser import Atom, Command, ParseError, Str, Token
 from kinmail.proto.imap_response import Code, ImapError, Status
-from kinmail.store.errors import MessageGone, QuotaExceeded, StoreError
+from kinmail.store.errors import (
+    InvalidFolderName,
+    MessageGone,
+    NoSuchFolder,
+    QuotaExceeded,
+    StoreError,
+)
+from kinmail.store.mailbox import Mailbox
 
 _URL_RE = re.compile(
     r"(?:imap://[^/]*)?/?([^;]*?)/?(?:;UIDVALIDITY=(\d+))?/;UID=(\d+)(?:/;SECTION=([^;/]*))?(?:/;PARTIAL=(\d+)(?:\.(\d+))?)?",
@@ -106,10 +113,12 @@ async def cmd_append(s: Session, cmd: Command) -> None:
         raise ParseError("APPEND takes a mailbox and a message")
     name = mailbox_name(s, cmd.args[0])
     messages: list[tuple[list[str], float | None, bytes]] = []
-    try:
-        mailbox = await open_mailbox(s, name)
-    except ImapError as exc:
-        raise ImapError(Status.NO, "Mailbox does not exist", Code.TRYCREATE) from exc
+    mailboxes = user_mailboxes(s)
+    if not mailboxes.known(name):  # the error for a missing folder comes before any about the messages
+        try:
+            await open_mailbox(s, name, scan=False)
+        except ImapError as exc:
+            raise ImapError(Status.NO, "Mailbox does not exist", Code.TRYCREATE) from exc
     rest = list(cmd.args[1:])
     while rest:
         flags: list[str] = []
@@ -144,20 +153,28 @@ async def cmd_append(s: Session, cmd: Command) -> None:
             raise ImapError(Status.NO, "Empty message")
         messages.append((flags, date, data))
     limit = s.rt.config.imap.max_literal_size
+    if any(len(data) > limit for _flags, _date, data in messages):
+        raise ImapError(Status.NO, "Message too big", Code.TOOBIG)
     uids: list[int] = []
-    for flags, date, data in messages:
-        if len(data) > limit:
-            raise ImapError(Status.NO, "Message too big", Code.TOOBIG)
-        try:
-            uid = await blocking(mailbox.append, data, flags, date)
-        except QuotaExceeded as exc:
-            raise ImapError(Status.NO, "Quota exceeded", Code.OVERQUOTA) from exc
-        except StoreError as exc:
-            raise ImapError(Status.NO, str(exc)) from exc
-        uids.append(uid)
+
+    def store_all() -> Mailbox:
+        """Open the folder (no scan: APPEND only adds) and store the messages, in one worker trip."""
+        mailbox = mailboxes.open(name, scan=False)
+        for flags, date, data in messages:
+            uids.append(mailbox.append(data, flags, date))
+        return mailbox
+
+    try:
+        mailbox = await blocking(store_all)
+    except (NoSuchFolder, InvalidFolderName) as exc:
+        raise ImapError(Status.NO, "Mailbox does not exist", Code.TRYCREATE) from exc
+    except QuotaExceeded as exc:
+        raise ImapError(Status.NO, "Quota exceeded", Code.OVERQUOTA) from exc
+    except StoreError as exc:
+        raise ImapError(Status.NO, str(exc)) from exc
     if s.selected is not None:
         if s.selected.name == mailbox.name:
-            s.selected.dirty = True
+            s.selected.note_own_append(uids)
         await s.sync(expunges=False)
     uid_text = ",".join(str(u) for u in uids)
     s.ok(cmd, "Append completed", f"APPENDUID {mailbox.uidvalidity} {uid_text}")

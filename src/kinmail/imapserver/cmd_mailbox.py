@@ -55,17 +55,20 @@ def wire_name(s: Session, name: str) -> bytes:
     return astring(encode_mutf7(name))
 
 
-async def open_mailbox(s: Session, name: str) -> Mailbox:
-    mailbox, _infos = await _open(s, name, with_messages=False)
+async def open_mailbox(s: Session, name: str, *, scan: bool = True) -> Mailbox:
+    """Open a folder; `scan=False` for commands that only add messages to it (APPEND, COPY's target)."""
+    mailbox, _infos = await _open(s, name, with_messages=False, scan=scan)
     return mailbox
 
 
-async def _open(s: Session, name: str, *, with_messages: bool) -> tuple[Mailbox, list[MessageInfo]]:
+async def _open(
+    s: Session, name: str, *, with_messages: bool, scan: bool = True
+) -> tuple[Mailbox, list[MessageInfo]]:
     """Open a folder, and load its message list too (SELECT) in the same trip to a worker thread."""
     mailboxes = user_mailboxes(s)
 
     def work() -> tuple[Mailbox, list[MessageInfo]]:
-        mailbox = mailboxes.open(name)
+        mailbox = mailboxes.open(name, scan=scan)
         return mailbox, mailbox.messages() if with_messages else []
 
     try:

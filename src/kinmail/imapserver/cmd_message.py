@@ -283,7 +283,7 @@ async def _transfer(s: Session, cmd: Command, move: bool) -> None:
     if move and sel.readonly:
         raise ImapError(Status.NO, "Mailbox is read-only", Code.READ_ONLY)
     try:
-        dest = await open_mailbox(s, name)
+        dest = await open_mailbox(s, name, scan=False)
     except ImapError as exc:
         raise ImapError(Status.NO, "Destination mailbox does not exist", Code.TRYCREATE) from exc
     uids = [u for u in sel.uids_for(seqset, uid=uid_cmd, saved=s.saved_search) if u not in sel.expunged]

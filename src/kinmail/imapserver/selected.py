@@ -53,6 +53,7 @@ class SelectedMailbox:
         self.expunged: set[int] = set()  # gone in the store, not yet told to the client
         self.recent: set[int] = set()
         self.dirty = False
+        self._prefetched: tuple[int, list[MessageInfo], list[int]] | None = None
         self._exists_sent = 0
 
     # --- loading -----------------------------------------------------------------------------------------
@@ -128,22 +129,55 @@ class SelectedMailbox:
     def note_expunged(self, uids: Iterable[int]) -> None:
         self.expunged.update(u for u in uids if u in self.msgs)
 
+    def _changes(self) -> tuple[int, list[MessageInfo], list[int]]:
+        """In a worker thread: (floor, changed, vanished) since what the view has seen. The floor is read
+        before asking: a commit that lands meanwhile is in the answer, and its MODSEQ must not count as seen
+        unless it is (an expunge-only commit carries none)."""
+        floor = self.mailbox.highestmodseq
+        changed, vanished = self.mailbox.changes_since(self.highestmodseq)
+        return floor, changed, vanished
+
     async def refresh(self) -> None:
-        """Pick up files other programs added to or removed from the Maildir."""
+        """Pick up files other programs added to or removed from the Maildir (NOOP, CHECK, IDLE), and ask
+        for the folder's changes in the same trip to a worker thread; the next `sync` reports them."""
+        self.dirty = False  # a change broadcast while the worker runs sets it again: then sync asks anew
+
+        def work() -> tuple[int, list[MessageInfo], list[int]]:
+            self.mailbox.refresh()
+            return self._changes()
+
         try:
-            await blocking(self.mailbox.refresh)
+            self._prefetched = await blocking(work)
         except NoSuchFolder:
-            pass  # reported by the next sync
-        self.dirty = True
+            self.dirty = True  # reported by the next sync
+
+    def note_own_append(self, uids: list[int]) -> None:
+        """This session appended `uids` to this folder (APPEND). When the folder's MODSEQ grew by exactly
+        one per message, those were the only changes, and the view takes them from the store's in-memory
+        list instead of asking for changes."""
+        try:
+            top = self.mailbox.highestmodseq
+            infos = [self.mailbox.peek(uid) for uid in uids]
+        except NoSuchFolder:
+            return
+        last = self.uids[-1] if self.uids else 0
+        if top != self.highestmodseq + len(uids) or not all(
+            info is not None and info.uid > last for info in infos
+        ):
+            self.dirty = True
+            return
+        self._apply_new([info for info in infos if info is not None])
+        self.highestmodseq = top
+        self.dirty = False
 
     async def sync(self, session: Session, *, expunges: bool) -> None:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None:
+            self._apply(session, prefetched[1], prefetched[2], prefetched[0])
         if self.dirty:
             self.dirty = False
             try:
-                # read before asking: a commit that lands meanwhile is in the answer, and its MODSEQ must not
-                # count as seen unless it is (an expunge-only commit carries none)
-                floor = self.mailbox.highestmodseq
-                changed, vanished = await blocking(self.mailbox.changes_since, self.highestmodseq)
+                floor, changed, vanished = await blocking(self._changes)
             except NoSuchFolder:
                 # another session deleted the selected folder: nothing sensible is left to show
                 session.untagged("BYE The selected mailbox was deleted")
@@ -178,16 +212,7 @@ class SelectedMailbox:
                 new.append(info)
         self.highestmodseq = max(self.highestmodseq, floor)
         if new:
-            new.sort(key=lambda m: m.uid)
-            key = (self.user, self.name, self.mailbox.uidvalidity)
-            mark = _RECENT_MARK.get(key, 0)
-            for info in new:
-                self.uids.append(info.uid)
-                self.msgs[info.uid] = info
-                if info.uid > mark and not self.rev2:
-                    self.recent.add(info.uid)
-            if not self.readonly:
-                _RECENT_MARK[key] = max(mark, self.uids[-1])
+            self._apply_new(new)
         for info in flag_changes:
             seq = self.seq_of(info.uid)
             if not seq or info.uid in self.expunged:
@@ -198,6 +223,19 @@ class SelectedMailbox:
             if self.condstore:
                 parts.append(f"MODSEQ ({info.modseq})")
             session.untagged(f"{seq} FETCH ({' '.join(parts)})")
+
+    def _apply_new(self, new: list[MessageInfo]) -> None:
+        """Messages above the view's last UID join it (EXISTS is sent by `sync`), \\Recent as RFC 3501 says."""
+        new.sort(key=lambda m: m.uid)
+        key = (self.user, self.name, self.mailbox.uidvalidity)
+        mark = _RECENT_MARK.get(key, 0)
+        for info in new:
+            self.uids.append(info.uid)
+            self.msgs[info.uid] = info
+            if info.uid > mark and not self.rev2:
+                self.recent.add(info.uid)
+        if not self.readonly:
+            _RECENT_MARK[key] = max(mark, self.uids[-1])
 
     def _send_expunges(self, session: Session) -> None:
         gone = sorted(self.expunged)

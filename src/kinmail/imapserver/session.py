@@ -8,6 +8,7 @@ on after either. Handlers live in `cmd_*.py`, one module per group of commands. 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,14 +30,15 @@ log = get_logger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Store calls that touch the disk run here. Most of their time is spent waiting for fsync or the disk, not
-# holding the GIL, so more threads than the default executor's (cores + 4) let sessions of different users
-# overlap their waits instead of queueing behind each other.
-_EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="imap-store")
+# Store calls that touch the disk run here. Few threads: each store call releases and takes back the GIL at
+# every SQLite statement and system call, so many threads mostly hand the GIL to each other (measured with the
+# IMAP benchmark on 2 cores: 4 threads gave 10-35 % more than 8 or 32 in every profile); two per core still
+# let sessions of different users overlap their fsyncs.
+_EXECUTOR = ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="imap-store")
 
 
 async def blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a blocking store call in the IMAP worker threads (asyncio.to_thread with more threads)."""
+    """Run a blocking store call in the IMAP store threads (like asyncio.to_thread, on its own pool)."""
     loop = asyncio.get_running_loop()
     if kwargs:
         return await loop.run_in_executor(_EXECUTOR, lambda: func(*args, **kwargs))

@@ -3,11 +3,12 @@
 Started by `kinmail.queue.service`. New messages are handed over at once (`wake`); deferred ones wait until
 their `next_attempt` by `kinmail.core.clock.now()` (which tests move forward). For each message the pending
 recipients are resolved through `rt.directory.resolve`: local mailboxes go to `kinmail.delivery.local`
-(in worker threads), remote addresses to `kinmail.smtpclient.transport.RemoteTransport`, grouped per domain.
+(with those of other messages ready at the same moment, in one worker-thread batch: `kinmail.queue.batches`),
+remote addresses to `kinmail.smtpclient.transport.RemoteTransport`, grouped per domain.
 Temporary failures retry after `[delivery] minimal_backoff_time`, doubling up to `maximal_backoff_time`; after
 `delay_warning_time` the sender is warned once; after `maximal_queue_lifetime` the rest bounces. Permanent
 failures produce a DSN (`kinmail.queue.dsn`) — never to the null sender. State is rewritten in the message's
-`.json` file only when something stays queued; a finished message's files are removed.
+`.json` file only when something stays queued; a finished message's files are removed (`Queue.retire`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kinmail.core import clock
 from kinmail.core.log import get_logger
-from kinmail.delivery.local import DELIVERED, PERMANENT, TEMPORARY, DeliveryLedger, Outcome, deliver_local
+from kinmail.delivery.local import (
+    DELIVERED,
+    PERMANENT,
+    TEMPORARY,
+    Delivery,
+    DeliveryLedger,
+    Outcome,
+    deliver_batch,
+)
+from kinmail.queue.batches import Batches
 from kinmail.queue.dsn import FailedRecipient, build_dsn
 from kinmail.queue.spool import FAILED, PENDING, QueuedMessage, RecipientState
 from kinmail.smtpclient.transport import RemoteTransport
@@ -34,9 +44,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 T = TypeVar("T")
+_LocalWork = tuple[QueuedMessage, RecipientState, "Recipient", "DeliveryLedger | None"]
 
-WORKERS = 16
-LOCAL_THREADS = 8  # local deliveries (and spool updates) run in threads; more only add contention
+WORKERS = 64  # messages in delivery at once (local ones are batched: `kinmail.queue.batches`)
+LOCAL_THREADS = 4  # local delivery batches (2 at a time) and spool updates run in threads
 TICK = 1.0
 _DELIVERED = "delivered"
 
@@ -63,6 +74,9 @@ class Scheduler:
         self._transport: RemoteTransport | None = None
         self._flush = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="delivery")
+        self._local: Batches[_LocalWork, tuple[RecipientState, str, Outcome]] = Batches(
+            self._deliver_local_batch, self._executor
+        )
 
     # --- life cycle --------------------------------------------------------------------------------------
     def start(self, recovered: list[QueuedMessage]) -> None:
@@ -160,7 +174,7 @@ class Scheduler:
         ledger = self.ledger if meta.queue_id in self.recovered else None
         tasks: list[Awaitable[list[tuple[RecipientState, str, Outcome]]]] = []
         if local_work:
-            tasks.append(self._in_thread(self._deliver_local_all, meta, local_work, ledger))
+            tasks.append(self._local.submit([(meta, rcpt, target, ledger) for rcpt, target in local_work]))
         for domain_rcpts in remote.values():
             tasks.append(self._deliver_remote(meta, domain_rcpts))
         for result in await asyncio.gather(*tasks):
@@ -174,30 +188,29 @@ class Scheduler:
                     await self.queue.enqueue(sender, rcpts, data, origin=origin)
         await self._settle(meta, outcomes, started)
 
-    def _deliver_local_all(
-        self, meta: QueuedMessage, work: list[tuple[RecipientState, Recipient]], ledger: DeliveryLedger | None
-    ) -> list[tuple[RecipientState, str, Outcome]]:
-        try:
-            message = self.queue.read_message(meta.queue_id)
-        except OSError as exc:
-            return [
-                (r, t.address, Outcome(TEMPORARY, 451, "4.3.0", f"cannot read queue file: {exc}"))
-                for r, t in work
-            ]
+    def _deliver_local_batch(self, work: list[_LocalWork]) -> list[tuple[RecipientState, str, Outcome]]:
+        """In a worker thread: the local deliveries of every message in the batch (`deliver_batch`)."""
+        messages: dict[str, bytes | OSError] = {}
+        for meta, _rcpt, _target, _ledger in work:
+            if meta.queue_id not in messages:
+                try:
+                    messages[meta.queue_id] = self.queue.read_message(meta.queue_id)
+                except OSError as exc:
+                    messages[meta.queue_id] = exc
+        readable = [w for w in work if not isinstance(messages[w[0].queue_id], OSError)]
+        deliveries = [
+            Delivery(meta.queue_id, meta.sender, target, message, ledger)
+            for meta, _rcpt, target, ledger in readable
+            if isinstance(message := messages[meta.queue_id], bytes)
+        ]
+        outcomes = iter(deliver_batch(self.rt, deliveries))
         out = []
-        for rcpt, target in work:
-            try:
-                outcome = deliver_local(
-                    self.rt,
-                    queue_id=meta.queue_id,
-                    sender=meta.sender,
-                    target=target,
-                    message=message,
-                    ledger=ledger,
-                )
-            except Exception as exc:
-                log.exception("delivery.failed", queue_id=meta.queue_id, rcpt=target.address)
-                outcome = Outcome(TEMPORARY, 451, "4.3.0", f"local delivery failed: {type(exc).__name__}")
+        for meta, rcpt, target, _ledger in work:
+            found = messages[meta.queue_id]
+            if isinstance(found, OSError):
+                outcome = Outcome(TEMPORARY, 451, "4.3.0", f"cannot read queue file: {found}")
+            else:
+                outcome = next(outcomes)
             if outcome.reject:
                 outcome = Outcome(PERMANENT, 550, "5.7.1", outcome.reject, followups=outcome.followups)
             out.append((rcpt, target.address, outcome))
@@ -278,7 +291,7 @@ class Scheduler:
         if meta.queue_id not in self.queue.messages:
             return  # deleted by `kinmail queue delete` during the attempt
         if not meta.pending:
-            await self._in_thread(self.queue.remove, meta.queue_id)
+            self.queue.retire(meta.queue_id)
             self.recovered.discard(meta.queue_id)
             log.info(
                 "queue.removed",

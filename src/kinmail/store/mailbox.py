@@ -33,8 +33,8 @@ log = get_logger(__name__)
 
 FlagMode = Literal["set", "add", "remove"]
 FTS_BATCH = 500
-FTS_INLINE_MAX = 16384
-"""`append_many` indexes bigger messages for full-text search later, at the next search (time ~ size)."""
+"""Messages are stored without their full text; `search_text` and the store's `TextBackfill` index them in
+batches of this many (one FTS5 transaction each)."""
 _NOT_ATOM = frozenset('(){ %*"\\]')
 
 
@@ -175,6 +175,12 @@ class Mailbox:
                 infos = self._user.infos(fs)
         return infos.get(uid)
 
+    def peek(self, uid: int) -> MessageInfo | None:
+        """The message with this UID from the message list in memory; None when it is not there or the list
+        is not loaded. Takes no lock and never touches the disk: an event loop may call it."""
+        infos = self._fs.infos
+        return None if infos is None else infos.get(uid)
+
     def path(self, uid: int) -> str:
         """The message file's current path (it changes when flags change)."""
         info = self.get(uid)
@@ -206,10 +212,6 @@ class Mailbox:
         self._check_quota(len(data))
         fs = self._fs
         tmp, base = maildir.write_tmp(fs.path, data, internaldate)
-        try:
-            headers, body = extract_text(data)
-        except Exception:
-            headers, body = "", ""
         internal = internaldate if internaldate is not None else os.stat(tmp).st_mtime
         user = self._user
         try:
@@ -219,19 +221,19 @@ class Mailbox:
                 filename = maildir.filename_for(base, info, new=not flagset_)
                 before = fs.mtimes()
                 os.rename(tmp, fs.path / filename)
-                fsync_dir(fs.path / filename.split("/")[0])
                 uid = fs.row.uidnext
                 modseq = fs.row.highestmodseq + 1
                 user.append_uidlist(fs, [(uid, base)])
-                with user.db.transaction():
-                    msg_id = user.db.insert_message(
+                fsync_dir(fs.path / filename.split("/")[0])
+                with user.db.transaction(durable=False):
+                    user.db.insert_message(
                         fs.row.id, uid, base, filename, modseq, flagtext(set(flagset_)), len(data), internal
                     )
-                    user.db.fts_put(msg_id, headers, body)
                     user.db.set_counters(fs.row.id, uid + 1, modseq)
                     self._note_own_write(fs, before)
                 self._after_commit(fs, [MessageInfo(uid, flagset_, modseq, len(data), internal, filename)])
                 user.queue_change(fs, ChangeKind.APPEND, [uid])
+                self._note_unindexed(fs)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -246,7 +248,6 @@ class Mailbox:
         Each file is written to tmp/ and fsynced, then, under the lock, one rename pass, one fsync per target
         directory, one `dovecot-uidlist` append and one index transaction for all of them. All or nothing: on
         an error before the commit no UID is assigned (files already renamed are found again by a scan).
-        Messages over `FTS_INLINE_MAX` bytes are left for `search_text` to index (`_index_pending`).
         """
         if not messages:
             return []
@@ -258,16 +259,8 @@ class Mailbox:
         written: list[tuple[Path, str]] = []
         user = self._user
         try:
-            texts: list[tuple[str, str] | None] = []
             for data in datas:
                 written.append(maildir.write_tmp(fs.path, data, internaldate))
-                if len(data) > FTS_INLINE_MAX:
-                    texts.append(None)  # indexed by the next `search_text` (`_index_pending`)
-                    continue
-                try:
-                    texts.append(extract_text(data))
-                except Exception:
-                    texts.append(("", ""))
             with user.writing():
                 fs = self._fs
                 info = fs.keywords.info_for(flagset_)
@@ -278,21 +271,21 @@ class Mailbox:
                 ]
                 for (tmp, _base), filename in zip(written, filenames, strict=True):
                     os.rename(tmp, fs.path / filename)
-                for sub in sorted({filename.split("/")[0] for filename in filenames}):
-                    fsync_dir(fs.path / sub)
                 first_uid = fs.row.uidnext
                 first_modseq = fs.row.highestmodseq + 1
                 uids = list(range(first_uid, first_uid + len(datas)))
                 user.append_uidlist(
                     fs, [(uid, base) for uid, (_tmp, base) in zip(uids, written, strict=True)]
                 )
+                for sub in sorted({filename.split("/")[0] for filename in filenames}):
+                    fsync_dir(fs.path / sub)
                 added: list[MessageInfo] = []
                 flags_text = flagtext(set(flagset_))
                 usage_before = _usage_key(user)
-                with user.db.transaction():
+                with user.db.transaction(durable=False):
                     for n, uid in enumerate(uids):
                         data, filename, internal = datas[n], filenames[n], internals[n]
-                        msg_id = user.db.insert_message(
+                        user.db.insert_message(
                             fs.row.id,
                             uid,
                             written[n][1],
@@ -302,9 +295,6 @@ class Mailbox:
                             len(data),
                             internal,
                         )
-                        text = texts[n]
-                        if text is not None:
-                            user.db.fts_put(msg_id, *text)
                         added.append(
                             MessageInfo(uid, flagset_, first_modseq + n, len(data), internal, filename)
                         )
@@ -315,12 +305,18 @@ class Mailbox:
                     _USAGE[user] = (_usage_key(user), cached[1] + total)
                 self._after_commit(fs, added)
                 user.queue_change(fs, ChangeKind.APPEND, uids)
+                self._note_unindexed(fs)
         except BaseException:
             for tmp, _base in written:
                 tmp.unlink(missing_ok=True)
             raise
         log.debug("store.append_many", user=user.address, folder=fs.row.name, uids=len(uids))
         return uids
+
+    def _note_unindexed(self, fs: FolderState) -> None:
+        hook = self._user.stored_hook
+        if hook is not None:
+            hook(self._user.address, fs.row.name)
 
     def _check_quota_cached(self, size: int) -> None:
         """`_check_quota` without a SUM over every message of the user on each delivery: the bytes used are
@@ -574,7 +570,12 @@ class Mailbox:
         """Messages changed after `modseq` and UIDs expunged after it (RFC 7162 §3.1.4, §3.2.5)."""
         with self._user.reading():
             fs = self._fs
-            changed = [i for i in self._user.infos(fs).values() if i.modseq > modseq]
+            infos = self._user.infos(fs)
+            if fs.row.highestmodseq - modseq < len(infos) // 8:  # few changes: ask the MODSEQ index
+                found = (infos.get(uid) for uid in self._user.db.uids_changed_since(fs.row.id, modseq))
+                changed = [i for i in found if i is not None and i.modseq > modseq]
+            else:
+                changed = [i for i in infos.values() if i.modseq > modseq]
             vanished = self._user.db.vanished_since(fs.row.id, modseq)
             return changed, vanished
 
@@ -607,34 +608,40 @@ class Mailbox:
             return self._user.db.fts_search(self._fs.row.id, query, part == "body")
 
     def _index_pending(self) -> None:
-        """Fill the full-text table for messages found by a scan or rebuild, a batch at a time so that
-        deliveries are not held up while a big imported folder is indexed."""
+        """Fill the full-text table for the folder's messages not indexed yet (stored since the last search,
+        or found by a scan or rebuild), a batch at a time so that deliveries are not held up meanwhile."""
+        while self.index_batch(FTS_BATCH):
+            pass
+
+    def index_batch(self, limit: int) -> bool:
+        """Index up to `limit` messages of the folder whose text is not in the full-text table yet; the text
+        is extracted outside the user's lock, then one transaction. True when there may be more."""
         user = self._user
-        while True:
-            with user.reading():
-                fs = self._fs
-                pending = user.db.fts_pending(fs.row.id, FTS_BATCH)
-                path = fs.path
-            if not pending:
-                return
-            texts: list[tuple[int, str, str]] = []
-            for msg_id, filename in pending:
-                headers = body = ""
-                for name in (filename, getattr(self.get(msg_id & UID_MASK), "filename", "")):
-                    try:
-                        with open(os.path.join(path, name), "rb") as f:
-                            headers, body = extract_text(maildir.to_crlf(f.read()))
-                        break
-                    except (OSError, ValueError):
+        with user.reading():
+            fs = self._fs
+            pending = user.db.fts_pending(fs.row.id, limit)
+            path = fs.path
+        if not pending:
+            return False
+        texts: list[tuple[int, str, str]] = []
+        for msg_id, filename in pending:
+            headers = body = ""
+            for name in (filename, getattr(self.get(msg_id & UID_MASK), "filename", "")):
+                try:
+                    with open(os.path.join(path, name), "rb") as f:
+                        headers, body = extract_text(maildir.to_crlf(f.read()))
+                    break
+                except (OSError, ValueError):
+                    continue
+            texts.append((msg_id, headers, body))
+        with user.writing():
+            db = user.db
+            with db.transaction():
+                for msg_id, headers, body in texts:
+                    if db.message_id(msg_id >> UID_BITS, msg_id & UID_MASK) is None:
                         continue
-                texts.append((msg_id, headers, body))
-            with user.writing():
-                db = user.db
-                with db.transaction():
-                    for msg_id, headers, body in texts:
-                        if db.message_id(msg_id >> UID_BITS, msg_id & UID_MASK) is None:
-                            continue
-                        if headers or body:
-                            db.fts_put(msg_id, headers, body)
-                        else:
-                            db.fts_skip(msg_id)
+                    if headers or body:
+                        db.fts_put(msg_id, headers, body)
+                    else:
+                        db.fts_skip(msg_id)
+        return len(pending) == limit

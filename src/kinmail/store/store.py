@@ -18,6 +18,7 @@ from pathlib import Path
 from kinmail.core.atomic import atomic_write, fsync_dir
 from kinmail.core.log import get_logger
 from kinmail.store import maildir, snapshot
+from kinmail.store.backfill import TextBackfill
 from kinmail.store.errors import FolderExists, InvalidFolderName, NoSuchFolder, StoreError
 from kinmail.store.mailbox import Mailbox
 from kinmail.store.names import DELIMITER, INBOX, check_name, decode_mutf7, storage_name
@@ -29,6 +30,7 @@ log = get_logger(__name__)
 SPECIAL_FOLDERS = DEFAULT_SPECIAL_USE
 SPECIAL_USES = frozenset({*SPECIAL_FOLDERS.values(), "\\All", "\\Flagged"})
 SUBSCRIPTIONS = "subscriptions"
+BACKFILL_BATCH = 200
 
 Listener = Callable[[Change], None]
 
@@ -75,6 +77,7 @@ class Store:
         self._listeners_lock = threading.Lock()
         self.quota_for: Callable[[str], int | None] | None = None
         """When set (by the runtime): the quota in bytes of an address, or None for no limit."""
+        self.backfill = TextBackfill(self._index_text)
 
     def _user(self, address: str) -> UserState:
         """The open state of a user, opening it (and building its index if need be) on first use. A slow
@@ -97,6 +100,7 @@ class Store:
                 self.index_root / domain / f"{local}.sqlite",
                 self._broadcast,
             )
+            user.stored_hook = self.backfill.note
             _ensure_special_folders(user)
             with user.reading():
                 paths = [fs.path for fs in user.folders.values()]
@@ -149,7 +153,16 @@ class Store:
                 except Exception:
                     log.exception("store.listener_failed", user=change.address, kind=change.kind)
 
+    def _index_text(self, address: str, folder: str) -> bool:
+        """One batch of the background full-text indexing (`TextBackfill`), for a user still open."""
+        with self._lock:
+            user = self._users.get(address)
+        if user is None:
+            return False
+        return open_folder(user, folder, scan=False).index_batch(BACKFILL_BATCH)
+
     def close(self) -> None:
+        self.backfill.close()
         with self._lock:
             for user in self._users.values():
                 user.close()
@@ -260,9 +273,18 @@ class UserMailboxes:
             rows = sorted((fs.row for fs in user.folders.values()), key=lambda r: (r.name != INBOX, r.name))
             return [FolderInfo(r.name, r.special_use, r.name in subscribed) for r in rows]
 
-    def open(self, name: str) -> Mailbox:
-        """Open a folder (raises NoSuchFolder, InvalidFolderName)."""
-        return open_folder(self._user, name, self.quota)
+    def open(self, name: str, *, scan: bool = True) -> Mailbox:
+        """Open a folder (raises NoSuchFolder, InvalidFolderName). Without `scan`, files other programs
+        changed are not looked for (APPEND and COPY only add messages, and need not know of them)."""
+        return open_folder(self._user, name, self.quota, scan=scan)
+
+    def known(self, name: str) -> bool:
+        """Whether `name` is in the folder list already loaded, without the lock or the disk (an event loop
+        may call it): a hint for callers that open the folder afterwards anyway."""
+        try:
+            return check_name(name) in self._user.by_name
+        except InvalidFolderName:
+            return False
 
     def exists(self, name: str) -> bool:
         try:

@@ -114,6 +114,9 @@ class UserState:
         self.by_name: dict[str, int] = {}
         self._root_mtime = 0
         self.fresh = False
+        self.stored_hook: Callable[[str, str], None] | None = None
+        """Called with (address, folder) after messages were stored without their full text (`Store` points
+        it at its `TextBackfill`); files found by a scan wait for the first search instead."""
         with self.writing():
             conn, fresh = open_index(index_path)
             self.db = UserIndex(conn)

@@ -1,0 +1,88 @@
+"""Local deliveries in batches: what the scheduler's workers bring at the same moment goes to one worker thread
+together (`kinmail.delivery.local.deliver_batch`), instead of one thread trip and one store commit per message.
+
+While a batch is in its thread, the next one gathers; at most `parallel` batches run at once, so that one
+batch's fsyncs overlap the filtering of the next without many threads taking the GIL from each other. Each
+caller gets the outcomes of its own deliveries, only after the whole batch is committed. Used by
+`kinmail.queue.scheduler`; keeps nothing on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+MAX_BATCH = 64
+PARALLEL = 2
+
+
+class Batches(Generic[Item, Result]):
+    """Runs `run(items) -> results` (one result per item, in order) in `executor` for everything submitted
+    while earlier batches were running."""
+
+    def __init__(
+        self,
+        run: Callable[[list[Item]], list[Result]],
+        executor: Executor,
+        *,
+        max_batch: int = MAX_BATCH,
+        parallel: int = PARALLEL,
+    ) -> None:
+        self._run = run
+        self._executor = executor
+        self._max_batch = max_batch
+        self._parallel = parallel
+        self._waiting: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, items: list[Item]) -> list[Result]:
+        """The results of `items`, once the batch they went into is done."""
+        if not items:
+            return []
+        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((items, future))
+        self._start()
+        return await future
+
+    def _start(self) -> None:
+        while self._waiting and len(self._running) < self._parallel:
+            batch: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
+            size = 0
+            while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self._max_batch):
+                entry = self._waiting.pop(0)
+                if entry[1].done():  # its worker was cancelled (the server stops)
+                    continue
+                batch.append(entry)
+                size += len(entry[0])
+            if not batch:
+                continue
+            task = asyncio.create_task(self._run_batch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._start()
+
+    async def _run_batch(self, batch: list[tuple[list[Item], asyncio.Future[list[Result]]]]) -> None:
+        flat = [item for items, _future in batch for item in items]
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, flat)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else asyncio.CancelledError()
+            for _items, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        offset = 0
+        for items, future in batch:
+            if not future.done():
+                future.set_result(results[offset : offset + len(items)])
+            offset += len(items)

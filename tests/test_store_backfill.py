@@ -1,0 +1,114 @@
+"""Full-text indexing in the background: messages are stored without it, and the store's `TextBackfill` fills
+the FTS table once deliveries pause; SEARCH never waits for it (it indexes what is still pending first)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kinmail.store import Store
+from kinmail.store.backfill import TextBackfill
+
+ALICE = "alice@example.test"
+
+
+def msg(subject: str, body: str) -> bytes:
+    return f"From: bob@example.test\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "mail", tmp_path / "index")
+    yield s
+    s.close()
+
+
+def unindexed(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "index" / "example.test" / "alice.sqlite") as conn:
+        return int(conn.execute("SELECT count(*) FROM messages WHERE fts_done=0").fetchone()[0])
+
+
+def indexed_rows(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "index" / "example.test" / "alice.sqlite") as conn:
+        return int(conn.execute("SELECT count(*) FROM fts").fetchone()[0])
+
+
+def test_delivered_messages_are_indexed_in_the_background(store: Store, tmp_path: Path) -> None:
+    mb = store.mailboxes(ALICE)
+    mb.deliver_many("INBOX", [msg(f"report {n}", f"zebra{n} budget") for n in range(30)])
+    mb.deliver("INBOX", msg("single", "giraffe"))
+    assert unindexed(tmp_path) > 0  # storing did not wait for the full-text index
+    deadline = time.monotonic() + 10
+    while unindexed(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert unindexed(tmp_path) == 0
+    assert indexed_rows(tmp_path) == 31
+    box = mb.open("INBOX")
+    assert len(box.search_text("zebra1", "body")) == 11  # zebra1, zebra10..zebra19
+    assert len(box.search_text("giraffe")) == 1
+
+
+def test_search_right_after_delivery_finds_the_message(tmp_path: Path) -> None:
+    store = Store(tmp_path / "mail", tmp_path / "index")
+    store.backfill.close()  # no background help: the search itself must catch up
+    try:
+        mb = store.mailboxes(ALICE)
+        uid = mb.deliver("INBOX", msg("minutes", "okapi sighting"))
+        assert unindexed(tmp_path) == 1
+        assert mb.open("INBOX").search_text("OKAPI", "body") == {uid}
+        assert unindexed(tmp_path) == 0
+    finally:
+        store.close()
+
+
+def test_backfill_waits_for_a_quiet_moment_but_not_forever() -> None:
+    calls: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def index(address: str, folder: str) -> bool:
+        calls.append((address, folder))
+        done.set()
+        return False
+
+    backfill = TextBackfill(index, quiet=0.3, max_delay=1.0)
+    try:
+        backfill.note(ALICE, "INBOX")
+        time.sleep(0.1)
+        assert calls == []  # deliveries may still be coming
+        assert done.wait(2)
+        assert calls == [(ALICE, "INBOX")]
+        # under steady deliveries (a note every 50 ms, never quiet) a folder still gets its turn
+        done.clear()
+        started = time.monotonic()
+        while not done.is_set() and time.monotonic() - started < 3:
+            backfill.note(ALICE, "Lists")
+            time.sleep(0.05)
+        assert done.is_set()
+        assert 0.8 <= time.monotonic() - started < 3
+    finally:
+        backfill.close()
+
+
+def test_backfill_goes_on_while_a_folder_has_more() -> None:
+    batches: list[int] = []
+    finished = threading.Event()
+
+    def index(address: str, folder: str) -> bool:
+        batches.append(1)
+        if len(batches) == 3:
+            finished.set()
+        return len(batches) < 3
+
+    backfill = TextBackfill(index, quiet=0.05)
+    try:
+        backfill.note(ALICE, "INBOX")
+        assert finished.wait(3)
+        time.sleep(0.2)
+        assert len(batches) == 3
+    finally:
+        backfill.close()
