@@ -8,28 +8,32 @@ import smtplib
 import time
 from pathlib import Path
 
-from kinmail.queue.spool import FilePool
+from kinmail.queue.spool import FilePool, SpoolFile
 from tests.serverctl import HOST, KinmailServer
 
 
-def test_a_kept_file_is_reused_truncated(tmp_path: Path) -> None:
-    pool = FilePool(tmp_path / "free", limit=2)
+def test_a_kept_file_is_written_again_and_cut_to_its_new_length(tmp_path: Path) -> None:
     (tmp_path / "free").mkdir()
+    (tmp_path / "tmp").mkdir()
+    pool = FilePool(tmp_path / "free", limit=2)
     old = tmp_path / "old.eml"
     old.write_bytes(b"x" * 5000)
     inode = old.stat().st_ino
     pool.give(old)
     assert not old.exists() and len(os.listdir(tmp_path / "free")) == 1
-    fd = pool.take(tmp_path / "new.eml")
-    os.write(fd, b"short")
-    os.close(fd)
-    new = tmp_path / "new.eml"
-    assert new.read_bytes() == b"short"  # truncated: nothing of the old message is left
-    assert new.stat().st_ino == inode  # the same file: no inode freed and allocated
+    spool = SpoolFile(tmp_path / "tmp", pool)
+    spool.write(b"short")
+    spool.close()
+    assert spool.path.read_bytes() == b"short"  # nothing of the old message is left
+    assert spool.path.stat().st_ino == inode  # the same file: no inode freed and allocated
     assert os.listdir(tmp_path / "free") == []
-    fd = pool.take(tmp_path / "fresh.eml")  # none kept: a new file
+    fd, reused = pool.take(tmp_path / "fresh.eml")  # none kept: a new file
     os.close(fd)
-    assert (tmp_path / "fresh.eml").exists()
+    assert not reused and (tmp_path / "fresh.eml").exists()
+    refused = SpoolFile(tmp_path / "tmp", pool)
+    refused.write(b"too big")
+    refused.discard()  # a refused message's file is kept too, and gone from tmp/
+    assert not refused.path.exists() and len(os.listdir(tmp_path / "free")) == 1
 
 
 def test_only_so_many_files_are_kept(tmp_path: Path) -> None:
@@ -43,8 +47,10 @@ def test_only_so_many_files_are_kept(tmp_path: Path) -> None:
     assert len(os.listdir(tmp_path / "free")) == 2
     again = FilePool(tmp_path / "free", limit=2)
     again.load()  # after a restart the kept files are known again
-    os.close(again.take(tmp_path / "a"))
-    os.close(again.take(tmp_path / "b"))
+    for name in ("a", "b"):
+        fd, reused = again.take(tmp_path / name)
+        os.close(fd)
+        assert reused
     assert os.listdir(tmp_path / "free") == []
 
 

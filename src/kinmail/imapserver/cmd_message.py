@@ -114,7 +114,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     content_atts = [a for a in atts if a.name not in CHEAP or a.section is not None]
     failed = False
     for start in range(0, len(uids), READ_BATCH):
-        batch = [sel.msgs[u] for u in uids[start : start + READ_BATCH] if u in sel.msgs]
+        batch = sel.msgs.many(uids[start : start + READ_BATCH])
         seqs = [sel.seq_of(i.uid) for i in batch]
         if content_atts and (len(batch) > INLINE_MESSAGES or sum(i.size for i in batch) > INLINE_BYTES):
             data, missing = await blocking(_render_batch, sel, batch, seqs, atts, utf8)

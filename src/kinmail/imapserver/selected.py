@@ -10,7 +10,7 @@ tracked in memory per folder. Keeps nothing on disk.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from kinmail.imapserver.session import blocking
@@ -25,6 +25,71 @@ if TYPE_CHECKING:
 
 # (user, folder, uidvalidity) -> highest UID some read-write session has seen; above it messages are \Recent.
 _RECENT_MARK: dict[tuple[str, str, int], int] = {}
+
+
+class UidMap:
+    """The view's messages by UID, kept as a list parallel to the view's ascending UID list rather than as a
+    dict: 8 bytes a message instead of about 40 (1,000 sessions in IDLE on folders of 900 messages: 30 MB).
+    Lookups bisect the UID list. Reads like a dict; only `SelectedMailbox` changes it."""
+
+    __slots__ = ("_infos", "_uids")
+
+    def __init__(self, uids: list[int], infos: list[MessageInfo]) -> None:
+        self._uids = uids  # the same list object as SelectedMailbox.uids
+        self._infos = infos
+
+    def _index(self, uid: int) -> int:
+        i = bisect.bisect_left(self._uids, uid)
+        return i if i < len(self._uids) and self._uids[i] == uid else -1
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self._index(uid) >= 0
+
+    def __getitem__(self, uid: int) -> MessageInfo:
+        i = self._index(uid)
+        if i < 0:
+            raise KeyError(uid)
+        return self._infos[i]
+
+    def get(self, uid: int) -> MessageInfo | None:
+        i = self._index(uid)
+        return None if i < 0 else self._infos[i]
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def many(self, uids: list[int]) -> list[MessageInfo]:
+        """The messages of `uids` (ascending) that are in the view, each bisect starting where the last ended."""
+        out: list[MessageInfo] = []
+        lo, end, view = 0, len(self._uids), self._uids
+        for uid in uids:
+            lo = bisect.bisect_left(view, uid, lo, end)
+            if lo < end and view[lo] == uid:
+                out.append(self._infos[lo])
+        return out
+
+    def values(self) -> list[MessageInfo]:
+        return self._infos
+
+    def items(self) -> Iterator[tuple[int, MessageInfo]]:
+        return zip(self._uids, self._infos, strict=True)
+
+    def replace(self, info: MessageInfo) -> None:
+        """New flags or MODSEQ of a message in the view (ignored when it is not in it)."""
+        i = self._index(info.uid)
+        if i >= 0:
+            self._infos[i] = info
+
+    def append(self, info: MessageInfo) -> None:
+        """A message above the view's last UID joins it."""
+        self._uids.append(info.uid)
+        self._infos.append(info)
+
+    def remove(self, uid: int) -> None:
+        i = self._index(uid)
+        if i >= 0:
+            del self._uids[i]
+            del self._infos[i]
 
 
 def recent_mark(user: str, mailbox: Mailbox) -> int:
@@ -48,7 +113,7 @@ class SelectedMailbox:
         self.qresync = "QRESYNC" in session.enabled
         self.rev2 = "IMAP4REV2" in session.enabled  # IMAP4rev2 has no \\Recent (RFC 9051 §2.3.2)
         self.uids: list[int] = []
-        self.msgs: dict[int, MessageInfo] = {}
+        self.msgs = UidMap(self.uids, [])
         self.highestmodseq = 0
         self.expunged: set[int] = set()  # gone in the store, not yet told to the client
         self.recent: set[int] = set()
@@ -60,7 +125,7 @@ class SelectedMailbox:
     def load(self, infos: list[MessageInfo]) -> None:
         """Called once at SELECT with the store's message list (UID order)."""
         self.uids = [m.uid for m in infos]
-        self.msgs = {m.uid: m for m in infos}
+        self.msgs = UidMap(self.uids, list(infos))
         self.highestmodseq = self.mailbox.highestmodseq
         key = (self.user, self.mailbox.name, self.mailbox.uidvalidity)
         mark = _RECENT_MARK.get(key, 0)
@@ -111,8 +176,7 @@ class SelectedMailbox:
     def note_flags(self, infos: Iterable[MessageInfo]) -> None:
         """This session changed flags itself (and reports them itself)."""
         for info in infos:
-            if info.uid in self.msgs:
-                self.msgs[info.uid] = info
+            self.msgs.replace(info)
 
     def note_own_commit(self) -> None:
         """This session just made one store commit to the folder and applied its effect to the view itself
@@ -207,7 +271,7 @@ class SelectedMailbox:
             if old is not None:
                 if old.flags != info.flags or (self.condstore and old.modseq != info.modseq):
                     flag_changes.append(info)
-                self.msgs[info.uid] = info
+                self.msgs.replace(info)
             elif info.uid > last and info.uid not in vanished:
                 new.append(info)
         self.highestmodseq = max(self.highestmodseq, floor)
@@ -230,8 +294,7 @@ class SelectedMailbox:
         key = (self.user, self.name, self.mailbox.uidvalidity)
         mark = _RECENT_MARK.get(key, 0)
         for info in new:
-            self.uids.append(info.uid)
-            self.msgs[info.uid] = info
+            self.msgs.append(info)
             if info.uid > mark and not self.rev2:
                 self.recent.add(info.uid)
         if not self.readonly:
@@ -255,10 +318,7 @@ class SelectedMailbox:
             session.untagged("VANISHED " + compress_uids(announced))
 
     def _remove(self, uid: int) -> None:
-        i = bisect.bisect_left(self.uids, uid)
-        if i < len(self.uids) and self.uids[i] == uid:
-            del self.uids[i]
-        self.msgs.pop(uid, None)
+        self.msgs.remove(uid)
         self.recent.discard(uid)
 
 
