@@ -1,10 +1,12 @@
-"""Local deliveries in batches: what the scheduler's workers bring at the same moment goes to one worker thread
-together (`kinmail.delivery.local.deliver_batch`), instead of one thread trip and one store commit per message.
+"""Work in batches: what callers bring while earlier batches run goes to one worker thread together. The
+scheduler's local deliveries (`kinmail.delivery.local.deliver_batch`: one store commit per folder, not one
+thread trip and commit per message) and the spool's commits (`Queue.commit`: the fsyncs of all sessions that
+finished DATA at the same moment) use it.
 
 While a batch is in its thread, the next one gathers; at most `parallel` batches run at once, so that one
 batch's fsyncs overlap the filtering of the next without many threads taking the GIL from each other. Each
-caller gets the outcomes of its own deliveries, only after the whole batch is committed. Used by
-`kinmail.queue.scheduler`; keeps nothing on disk.
+caller gets the results of its own items, only after the whole batch is done; everything submitted runs, even
+when its caller was cancelled meanwhile. Keeps nothing on disk.
 """
 
 from __future__ import annotations
@@ -49,18 +51,19 @@ class Batches(Generic[Item, Result]):
         self._start()
         return await future
 
+    @property
+    def busy(self) -> bool:
+        """Something is waiting or running."""
+        return bool(self._waiting or self._running)
+
     def _start(self) -> None:
         while self._waiting and len(self._running) < self._parallel:
             batch: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
             size = 0
             while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self._max_batch):
                 entry = self._waiting.pop(0)
-                if entry[1].done():  # its worker was cancelled (the server stops)
-                    continue
                 batch.append(entry)
                 size += len(entry[0])
-            if not batch:
-                continue
             task = asyncio.create_task(self._run_batch(batch))
             self._running.add(task)
             task.add_done_callback(self._finished)

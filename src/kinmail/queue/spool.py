@@ -6,13 +6,13 @@ Layout under `data_dir/queue/`:
     QID.eml         the message as it will be delivered (our Received header first)
     QID.json        the envelope and per-recipient state (`QueuedMessage`); its presence commits the message
     control/        requests from `kinmail queue delete|hold|release` for the running server (see cli/queue_cmd.py)
-    free/           files of delivered messages, kept to be truncated and written again (`FilePool`)
+    free/           files of delivered messages, kept to be written again (`FilePool`)
     .lock           held (flock) by the running server: the CLI edits the spool itself only when it gets the lock
 
 A message is committed by fsyncing both files, renaming them into `queue/` (message first, metadata last) and
-fsyncing the folder; only then does SMTP answer `250`. Commits from concurrent sessions are grouped: one
-worker thread fsyncs every pending file (all at once) and the folder once per batch (group commit). A delivered
-message's files are removed in batches too (`retire`). The scheduler
+fsyncing the folder; only then does SMTP answer `250`. Commits from concurrent sessions are grouped: a commit
+thread fsyncs every pending file (all at once) and the folder once per batch (group commit,
+`kinmail.queue.batches`). A delivered message's files are removed in batches too (`retire`). The scheduler
 (`kinmail.queue.scheduler`) is started by `kinmail.queue.service`. `Queue(rt)` is built by the runtime.
 """
 
@@ -35,6 +35,7 @@ from kinmail.core.atomic import atomic_write, fsync_dir, sync_many
 from kinmail.core.errors import KinmailError
 from kinmail.core.ids import new_queue_id
 from kinmail.core.log import get_logger
+from kinmail.queue.batches import Batches
 
 if TYPE_CHECKING:
     from kinmail.queue.scheduler import Scheduler
@@ -201,7 +202,7 @@ class SpoolFile:
 class _Commit:
     spool: SpoolFile
     meta: QueuedMessage
-    future: asyncio.Future[None]
+    meta_fd: int  # the metadata, written to `tmp/QID.json` and not yet synced
 
 
 def received_by_us(hostname: str, queue_id: str, note: str = "") -> bytes:
@@ -231,12 +232,11 @@ class Queue:
         self.pool = FilePool(self.free)
         self.messages: dict[str, QueuedMessage] = {}
         self.scheduler: Scheduler | None = None
-        self._pending: list[_Commit] = []
-        self._commit_wakeup: asyncio.Event | None = None
-        self._commit_task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
-        # Commits get their own thread so that slow deliveries can never hold up a `250`.
+        # Commits get their own thread so that slow deliveries can never hold up a `250`. One batch at a time:
+        # two at once (measured) only made the threads contend for the GIL and the disk.
         self._commit_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-commit")
+        self._commits: Batches[_Commit, None] = Batches(self._commit_batch, self._commit_executor, parallel=1)
         self._retired: list[str] = []
         self._retire_task: asyncio.Task[None] | None = None
         self._retire_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-retire")
@@ -317,15 +317,9 @@ class Queue:
             next_attempt=now,
             **extra,
         )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append(_Commit(spool, meta, future))
-        if self._commit_task is None or self._commit_task.done():
-            self._commit_wakeup = asyncio.Event()
-            self._commit_task = asyncio.create_task(self._commit_loop())
-        assert self._commit_wakeup is not None
-        self._commit_wakeup.set()
-        await future
+        # written here, synced by a commit thread: there every system call would wait for the GIL
+        meta_fd = self._write_meta(meta)
+        await self._commits.submit([_Commit(spool, meta, meta_fd)])
         self.messages[meta.queue_id] = meta
         log.info(
             "queue.enqueued",
@@ -354,54 +348,35 @@ class Queue:
             raise KinmailError(f"cannot write to the queue: {exc}") from exc
         return await self.commit(spool, sender, list(recipients), origin=origin, **extra)
 
-    async def _commit_loop(self) -> None:
-        assert self._commit_wakeup is not None
-        while True:
-            await self._commit_wakeup.wait()
-            self._commit_wakeup.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            try:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._commit_executor, self._commit_batch, batch)
-            except BaseException as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(
-                            exc if isinstance(exc, Exception) else KinmailError("cancelled")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(None)
+    def _write_meta(self, meta: QueuedMessage) -> int:
+        fd, reused = self.pool.take(self.tmp / f"{meta.queue_id}.json")
+        try:
+            data = meta.to_json()
+            os.write(fd, data)
+            if reused:
+                os.ftruncate(fd, len(data))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
-    def _commit_batch(self, batch: list[_Commit]) -> None:
+    def _commit_batch(self, batch: list[_Commit]) -> list[None]:
         """In a worker thread: make every message of the batch durable, then one fsync of the folder.
 
         Each file's data is flushed (fdatasync, all files of the batch at once: `sync_many`) before it is
         renamed in; the names are made durable by one fsync of `queue/` for the whole batch. Files in `tmp/`
         need no folder fsync: after a crash they are dropped anyway."""
         started = time.monotonic()
-        fds: list[int] = []
         try:
+            fds: list[int] = []
             for item in batch:
                 item.spool.finish()
-                fds.append(item.spool.fileno())
-                fd, reused = self.pool.take(self.tmp / f"{item.meta.queue_id}.json")
-                fds.append(fd)
-                data = item.meta.to_json()
-                os.write(fd, data)
-                if reused:
-                    os.ftruncate(fd, len(data))
+                fds += (item.spool.fileno(), item.meta_fd)
             sync_many(fds)
         finally:
-            for n, item in enumerate(batch):
+            for item in batch:
                 item.spool.close()
-                if 2 * n + 1 < len(fds):
-                    os.close(fds[2 * n + 1])
+                os.close(item.meta_fd)
         for item in batch:
             os.replace(item.spool.path, self.message_path(item.meta.queue_id))
             os.replace(self.tmp / f"{item.meta.queue_id}.json", self.meta_path(item.meta.queue_id))
@@ -409,6 +384,7 @@ class Queue:
         log.debug(
             "queue.group_commit", count=len(batch), duration_ms=round((time.monotonic() - started) * 1000, 1)
         )
+        return [None] * len(batch)
 
     # --- updates (scheduler and control requests) --------------------------------------------------------
     def save(self, meta: QueuedMessage) -> None:
@@ -448,12 +424,8 @@ class Queue:
         return self.message_path(queue_id).read_bytes()
 
     async def close(self) -> None:
-        if self._commit_task is not None:
-            while self._pending:
-                await asyncio.sleep(0.01)
-            self._commit_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._commit_task
+        while self._commits.busy:  # commits under way finish: their sessions are owed an answer
+            await asyncio.sleep(0.01)
         if self._retire_task is not None:
             with contextlib.suppress(Exception):
                 await self._retire_task

@@ -259,8 +259,7 @@ class Mailbox:
         written: list[tuple[Path, str]] = []
         user = self._user
         try:
-            for data in datas:
-                written.append(maildir.write_tmp(fs.path, data, internaldate))
+            written = maildir.write_tmp_many(fs.path, datas, internaldate)
             with user.writing():
                 fs = self._fs
                 info = fs.keywords.info_for(flagset_)

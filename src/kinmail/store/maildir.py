@@ -17,11 +17,11 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinmail.core.atomic import atomic_write, fsync_dir
+from kinmail.core.atomic import atomic_write, fsync_dir, sync_many
 
 SYSTEM_FLAGS = {
     "D": "\\Draft",
@@ -201,6 +201,33 @@ def write_tmp(folder_path: Path, data: bytes, mtime: float | None) -> tuple[Path
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     return tmp, base
+
+
+def write_tmp_many(folder_path: Path, datas: Sequence[bytes], mtime: float | None) -> list[tuple[Path, str]]:
+    """`write_tmp` for several messages, their syncs at once (`sync_many`); all of them written, or none."""
+    written: list[tuple[Path, str]] = []
+    fds: list[int] = []
+    try:
+        for data in datas:
+            base = new_base(len(data), len(data))
+            tmp = folder_path / "tmp" / base
+            fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            written.append((tmp, base))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fds[-1], view) :]
+        sync_many(fds)
+    except BaseException:
+        for tmp, _base in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if mtime is not None:
+        for tmp, _base in written:
+            os.utime(tmp, (mtime, mtime))
+    return written
 
 
 def clean_tmp(folder_path: Path, now: float | None = None) -> int:
