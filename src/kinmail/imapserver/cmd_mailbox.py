@@ -57,19 +57,20 @@ def wire_name(s: Session, name: str) -> bytes:
 
 async def open_mailbox(s: Session, name: str, *, scan: bool = True) -> Mailbox:
     """Open a folder; `scan=False` for commands that only add messages to it (APPEND, COPY's target)."""
-    mailbox, _infos = await _open(s, name, with_messages=False, scan=scan)
+    mailbox, _at = await _open(s, name, with_messages=False, scan=scan)
     return mailbox
 
 
 async def _open(
     s: Session, name: str, *, with_messages: bool, scan: bool = True
-) -> tuple[Mailbox, list[MessageInfo]]:
-    """Open a folder, and load its message list too (SELECT) in the same trip to a worker thread."""
+) -> tuple[Mailbox, tuple[int, list[MessageInfo]]]:
+    """Open a folder, and load its message list with its MODSEQ too (SELECT) in the same trip to a worker
+    thread."""
     mailboxes = user_mailboxes(s)
 
-    def work() -> tuple[Mailbox, list[MessageInfo]]:
+    def work() -> tuple[Mailbox, tuple[int, list[MessageInfo]]]:
         mailbox = mailboxes.open(name, scan=scan)
-        return mailbox, mailbox.messages() if with_messages else []
+        return mailbox, mailbox.messages_at() if with_messages else (0, [])
 
     try:
         return await blocking(work)
@@ -117,9 +118,9 @@ async def _select(s: Session, cmd: Command, readonly: bool) -> None:
         s.state = State.AUTHENTICATED
         if "QRESYNC" in s.enabled or "IMAP4REV2" in s.enabled:
             s.untagged("OK [CLOSED] Previous mailbox closed")
-    mailbox, infos = await _open(s, name, with_messages=True)
+    mailbox, (modseq, infos) = await _open(s, name, with_messages=True)
     sel = SelectedMailbox(s, mailbox, readonly=readonly)
-    sel.load(infos)
+    sel.load(infos, modseq)
     kw = keywords_of(mailbox, sel)
     flags = " ".join([*SYSTEM_FLAGS, *kw])
     s.untagged(f"FLAGS ({flags})")
@@ -127,7 +128,7 @@ async def _select(s: Session, cmd: Command, readonly: bool) -> None:
     rev2 = "IMAP4REV2" in s.enabled
     if not rev2:
         s.untagged(f"{len(sel.recent)} RECENT")
-        first_unseen = next((i + 1 for i, u in enumerate(sel.uids) if "\\Seen" not in sel.msgs[u].flags), 0)
+        first_unseen = next((i + 1 for i, m in enumerate(sel.msgs.values()) if "\\Seen" not in m.flags), 0)
         if first_unseen:
             s.untagged(f"OK [UNSEEN {first_unseen}] First unseen")
     s.untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")

@@ -162,6 +162,13 @@ class Mailbox:
         with self._user.reading():
             return list(self._user.infos(self._fs).values())
 
+    def messages_at(self) -> tuple[int, list[MessageInfo]]:
+        """`messages()` with the HIGHESTMODSEQ they are as of (read together, under the user's lock)."""
+        with self._user.reading():
+            fs = self._fs
+            infos = self._user.infos(fs)
+            return fs.row.highestmodseq, list(infos.values())
+
     def uids(self) -> list[int]:
         with self._user.reading():
             return list(self._user.infos(self._fs))

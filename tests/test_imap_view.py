@@ -1,0 +1,42 @@
+"""The selected folder's view (`kinmail.imapserver.selected.UidMap`): looked up like a dict, shared between
+sessions that selected the folder in the same state, and copied by a session before it changes its own view."""
+
+from __future__ import annotations
+
+from kinmail.imapserver.selected import UidMap, shared_lists
+from kinmail.store.types import MessageInfo
+
+
+def info(uid: int, flags: frozenset[str] = frozenset(), modseq: int = 1) -> MessageInfo:
+    return MessageInfo(uid, flags, modseq, 100, 0.0, f"cur/{uid}:2,")
+
+
+def test_reads_like_a_dict() -> None:
+    view = UidMap([2, 5, 9], [info(2), info(5), info(9)])
+    assert 5 in view and 4 not in view and "5" not in view
+    assert view[9].uid == 9 and view.get(4) is None
+    assert [u for u, _ in view.items()] == [2, 5, 9]
+    assert [m.uid for m in view.many([1, 2, 3, 9, 10])] == [2, 9]
+    view.append(info(12))
+    view.remove(5)
+    view.replace(info(2, frozenset({"\\Seen"}), 7))
+    view.replace(info(99))  # not in the view: ignored
+    assert view.uids == [2, 9, 12]
+    assert view[2].flags == {"\\Seen"} and len(view) == 3
+
+
+def test_sessions_in_the_same_state_share_until_one_changes() -> None:
+    key = ("alice@example.test", "INBOX", 1)
+    infos = [info(n) for n in range(1, 6)]
+    a = shared_lists(key, 10, list(infos))
+    b = shared_lists(key, 10, list(infos))
+    assert a.uids is b.uids  # one pair of lists for both
+    c = shared_lists(key, 11, list(infos))  # the folder changed meanwhile: lists of its own
+    assert c.uids is not a.uids
+    a.append(info(6))
+    a.remove(2)
+    a.replace(info(3, frozenset({"\\Flagged"}), 12))
+    assert a.uids == [1, 3, 4, 5, 6]
+    assert b.uids == [1, 2, 3, 4, 5]  # the other session's view is as it was
+    assert b[3].flags == frozenset()
+    assert c.uids == [1, 2, 3, 4, 5]
