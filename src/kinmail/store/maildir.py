@@ -184,23 +184,8 @@ def make_folder_dirs(path: Path, *, subfolder: bool, sync: bool = True) -> None:
 
 
 def write_tmp(folder_path: Path, data: bytes, mtime: float | None) -> tuple[Path, str]:
-    """Write `data` to tmp/ and fsync it; return the tmp path and the final base name."""
-    base = new_base(len(data), len(data))
-    tmp = folder_path / "tmp" / base
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
-    return tmp, base
+    """Write `data` to tmp/ and sync it; return the tmp path and the final base name."""
+    return write_tmp_many(folder_path, [data], mtime)[0]
 
 
 def write_tmp_many(folder_path: Path, datas: Sequence[bytes], mtime: float | None) -> list[tuple[Path, str]]:
