@@ -1,9 +1,10 @@
 """The per-user SQLite index: folders, messages, MODSEQs, expunged UIDs, cached data and the full-text table.
 
 Used only inside `kinmail.store` (`Mailbox` and `UserMailboxes` call it under the user's lock). On disk:
-`index_root/DOMAIN/LOCAL.sqlite` in WAL mode with `synchronous=FULL`, one connection per user shared by all
-threads and guarded by the user's lock. The index is a cache of the Maildir: a missing or corrupt file is moved
-aside and rebuilt (`open_index` reports that it is fresh); the schema version is `PRAGMA user_version`.
+`index_root/DOMAIN/LOCAL.sqlite` in WAL mode (`synchronous=FULL` for durable transactions, NORMAL for the
+others), one connection per user shared by all threads and guarded by the user's lock. The index is a cache of
+the Maildir: a missing or corrupt file is moved aside and rebuilt (`open_index` reports that it is fresh); the
+schema version is `PRAGMA user_version`.
 
 Tables: `folders` (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, SPECIAL-USE, directory mtimes seen at the last scan),
 `messages` (UID, file base and current file name, MODSEQ, flags, RFC822.SIZE, internal date), `vanished`
@@ -97,7 +98,7 @@ class FolderRow:
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # transactions that must be durable ask (`transaction`)
     conn.execute("PRAGMA foreign_keys=OFF")
     # SQLite's own page cache is 2 MiB per connection by default, and there is a connection per open user: 50
     # users who get mail (the full-text index touches many pages) held 100 MB. The kernel's page cache keeps the
@@ -151,9 +152,11 @@ class UserIndex:
     def transaction(self, *, durable: bool = True) -> Iterator[None]:
         """One write transaction (`BEGIN IMMEDIATE`: other processes wait); nested calls join the outer one.
 
-        `durable=False` commits without waiting for the disk (`synchronous=NORMAL`, still atomic in WAL mode):
-        a power cut may lose that transaction, never corrupt the index, and the next durable commit syncs it
-        too. For flag changes only: flags are not mail, and the Maildir file names hold them as well.
+        `durable=False` commits without waiting for the disk (`synchronous=NORMAL`, the connection's setting;
+        still atomic in WAL mode): a power cut may lose that transaction, never corrupt the index, and the next
+        durable commit syncs it too. For what the Maildir holds as well: flags (in the file names), new messages
+        (their files are synced before the call that stores them returns), expunges. A durable commit switches
+        to `synchronous=FULL` for its own transaction.
         """
         if self._depth:
             self._depth += 1
@@ -162,8 +165,8 @@ class UserIndex:
             finally:
                 self._depth -= 1
             return
-        if not durable:
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
@@ -176,8 +179,8 @@ class UserIndex:
             self._depth = 0
             self.conn.execute("COMMIT")
         finally:
-            if not durable:
-                self.conn.execute("PRAGMA synchronous=FULL")
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def data_version(self) -> int:
         """Changes when another connection (another process) committed."""
