@@ -337,10 +337,9 @@ def _uidlist_extras(folder_path: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def append_uidlist(folder_path: Path, entries: Iterable[tuple[int, str]]) -> None:
-    """Append (uid, base) lines to `dovecot-uidlist`, before the index commits them. Not fsynced here: the
-    caller fsyncs the message's directory right after, and on ext4 (data=ordered, its default) that journal
-    commit carries this append too. Where it does not, a power cut may cost the list its last lines, and the
-    UIDs come from the index; see docs/store.md."""
+    """Append (uid, base) lines to `dovecot-uidlist`, before the index commits them. Not synced: a crash of
+    the process loses nothing (the page cache has it), a power cut may cost the list its last lines, and then
+    the UIDs come from the index or are given anew; the messages themselves are synced. See docs/store.md."""
     text = "".join(f"{uid} :{base}\n" for uid, base in entries)
     if not text:
         return
