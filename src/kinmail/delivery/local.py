@@ -1,4 +1,4 @@
-"""The local delivery agent: one queued message to one local mailbox, through filtering into the store.
+"""The local delivery agent: queued messages to local mailboxes, through filtering into the store.
 
 Called by the queue scheduler from a worker thread (everything here blocks). For a resolved local recipient it
 prepends Return-Path and Delivered-To (RFC 5321 §4.4, as Postfix local(8) does), asks
@@ -177,19 +177,6 @@ class _Plan:
     stores: list[tuple[str, tuple[str, ...], bool]]  # (folder, flags, create), in the order of the actions
     outcome: Outcome
     actions: str
-
-
-def deliver_local(
-    rt: Runtime,
-    *,
-    queue_id: str,
-    sender: str,
-    target: Recipient,
-    message: bytes,
-    ledger: DeliveryLedger | None = None,
-) -> Outcome:
-    """Deliver `message` (as queued) to the local mailbox `target`. Blocking: call from a worker thread."""
-    return deliver_batch(rt, [Delivery(queue_id, sender, target, message, ledger)])[0]
 
 
 def deliver_batch(rt: Runtime, items: list[Delivery]) -> list[Outcome]:

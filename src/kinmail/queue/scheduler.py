@@ -197,11 +197,10 @@ class Scheduler:
                     messages[meta.queue_id] = self.queue.read_message(meta.queue_id)
                 except OSError as exc:
                     messages[meta.queue_id] = exc
-        readable = [w for w in work if not isinstance(messages[w[0].queue_id], OSError)]
         deliveries = [
-            Delivery(meta.queue_id, meta.sender, target, message, ledger)
-            for meta, _rcpt, target, ledger in readable
-            if isinstance(message := messages[meta.queue_id], bytes)
+            Delivery(meta.queue_id, meta.sender, target, found, ledger)
+            for meta, _rcpt, target, ledger in work
+            if isinstance(found := messages[meta.queue_id], bytes)
         ]
         outcomes = iter(deliver_batch(self.rt, deliveries))
         out = []

@@ -1,11 +1,13 @@
 """`Mailbox`: one open folder — its messages, reading them, and every change to them.
 
 Called by the IMAP server (SELECT/EXAMINE, FETCH, STORE, COPY, MOVE, EXPUNGE, SEARCH, IDLE), POP3, webmail and
-`UserMailboxes.deliver`. Writes follow the Maildir protocol (tmp → fsync → rename into new/ or cur/ → fsync of
-the directory), then the UID goes into `dovecot-uidlist`, then the index commits, and only then is a `Change`
-broadcast. Flag changes and expunges commit without waiting for the disk (a power cut may undo them, never
-lose a message; see docs/store.md). Reading methods serve the in-memory message list (`get` never touches the disk or the index);
-`refresh()` and `messages()` first catch up with what other processes committed.
+`UserMailboxes.deliver`. Writes follow the Maildir protocol (tmp → fsync → rename into new/ or cur/; the UID
+goes into `dovecot-uidlist`; fsync of the directory), then the index commits, and only then is a `Change`
+broadcast. The index commits of new messages, flag changes and expunges do not wait for the disk (the Maildir
+holds all of it: a power cut may undo a flag change or an expunge and renumber the newest messages, never lose
+one; see docs/store.md); full text is indexed later (`kinmail.store.backfill`). Reading methods serve the
+in-memory message list (`get` never touches the disk or the index); `refresh()` and `messages()` first catch up
+with what other processes committed.
 """
 
 from __future__ import annotations
