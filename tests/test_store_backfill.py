@@ -6,10 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from kinmail.store import Store
 from kinmail.store.backfill import TextBackfill
@@ -19,13 +16,6 @@ ALICE = "alice@example.test"
 
 def msg(subject: str, body: str) -> bytes:
     return f"From: bob@example.test\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "mail", tmp_path / "index")
-    yield s
-    s.close()
 
 
 def unindexed(tmp_path: Path) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,6 @@ ALICE = "alice@example.test"
 
 def msg(subject: str, body: str = "hello", extra: str = "") -> bytes:
     return f"From: bob@example.test\r\nSubject: {subject}\r\n{extra}\r\n{body}\r\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "mail", tmp_path / "index")
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,6 @@ ALICE = "alice@example.test"
 
 def msg(subject: str, body: str = "hello") -> bytes:
     return f"From: bob@example.test\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "mail", tmp_path / "index")
-    yield s
-    s.close()
 
 
 @pytest.fixture
