@@ -16,7 +16,8 @@ def test_reads_like_a_dict() -> None:
     assert 5 in view and 4 not in view and "5" not in view
     assert view[9].uid == 9 and view.get(4) is None
     assert [u for u, _ in view.items()] == [2, 5, 9]
-    assert [m.uid for m in view.many([1, 2, 3, 9, 10])] == [2, 9]
+    infos, seqs = view.many([1, 2, 3, 9, 10])
+    assert [m.uid for m in infos] == [2, 9] and seqs == [1, 3]
     view.append(info(12))
     view.remove(5)
     view.replace(info(2, frozenset({"\\Seen"}), 7))

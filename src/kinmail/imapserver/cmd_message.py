@@ -114,8 +114,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     content_atts = [a for a in atts if a.name not in CHEAP or a.section is not None]
     failed = False
     for start in range(0, len(uids), READ_BATCH):
-        batch = sel.msgs.many(uids[start : start + READ_BATCH])
-        seqs = [sel.seq_of(i.uid) for i in batch]
+        batch, seqs = sel.msgs.many(uids[start : start + READ_BATCH])
         if content_atts and (len(batch) > INLINE_MESSAGES or sum(i.size for i in batch) > INLINE_BYTES):
             data, missing = await blocking(_render_batch, sel, batch, seqs, atts, utf8)
         else:  # a few small files: reading them here costs less than the hop to a worker thread and back
@@ -140,20 +139,19 @@ def _render_batch(
     some message had gone meanwhile."""
     out: list[bytes] = []
     missing = False
-    user = sel.user
+    folder = (sel.user, sel.mailbox.name, sel.mailbox.uidvalidity)  # the cache keys' first part, once a batch
+    content = [a for a in atts if a.name not in CHEAP or a.section is not None]
     for info, seq in zip(batch, seqs, strict=True):
         msg: render.Rendered | None = None
         needs_file = any(
-            (a.name not in CHEAP or a.section is not None)
-            and not (
+            not (
                 (a.section is None and a.name in render.CACHEABLE)
-                and render.cached(render.cache_key(user, sel.mailbox, info.uid, a.name, utf8)) is not None
+                and render.cached((*folder, info.uid, a.name, utf8)) is not None
             )
             and not (
-                render.is_whole_header(a)
-                and render.cached(render.cache_key(user, sel.mailbox, info.uid, "HEADER", False)) is not None
+                render.is_whole_header(a) and render.cached((*folder, info.uid, "HEADER", False)) is not None
             )
-            for a in atts
+            for a in content
         )
         if needs_file:
             try:
@@ -161,13 +159,18 @@ def _render_batch(
             except (MessageGone, FileNotFoundError, NoSuchFolder):
                 missing = True
                 continue
-        items = _fetch_items(sel, info, msg, atts, utf8)
+        items = _fetch_items(sel, folder, info, msg, atts, utf8)
         out.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
     return b"".join(out), missing
 
 
 def _fetch_items(
-    sel: SelectedMailbox, info: MessageInfo, msg: render.Rendered | None, atts: list[FetchAtt], utf8: bool
+    sel: SelectedMailbox,
+    folder: tuple[str, str, int],
+    info: MessageInfo,
+    msg: render.Rendered | None,
+    atts: list[FetchAtt],
+    utf8: bool,
 ) -> list[bytes]:
     items: list[bytes] = []
     for att in atts:
@@ -188,10 +191,10 @@ def _fetch_items(
             assert msg is not None
             items.append(b"RFC822 " + literal(msg.raw))
         elif att.section is None:
-            key = render.cache_key(sel.user, sel.mailbox, info.uid, name, utf8)
+            key = (*folder, info.uid, name, utf8)
             items.append(name.encode() + b" " + render.simple(key, msg, name, utf8))
         else:
-            key = render.cache_key(sel.user, sel.mailbox, info.uid, "HEADER", False)
+            key = (*folder, info.uid, "HEADER", False)
             items.append(att.response_name().encode() + b" " + render.section(msg, att, key))
     return items
 

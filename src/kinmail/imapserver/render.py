@@ -18,7 +18,7 @@ from kinmail.proto.imap_args import FetchAtt
 from kinmail.proto.imap_response import Code, ImapError, Status, literal
 
 if TYPE_CHECKING:
-    from kinmail.store.mailbox import Mailbox
+    pass
 
 _AVAILABLE: bool | None = None
 
@@ -57,12 +57,6 @@ CACHE_BYTES = 16 * 1024 * 1024  # values plus about ENTRY_OVERHEAD per entry (ke
 ENTRY_OVERHEAD = 200
 _cache_bytes = 0
 CACHEABLE = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
-
-
-def cache_key(
-    user: str, mailbox: Mailbox, uid: int, name: str, utf8: bool
-) -> tuple[str, str, int, int, str, bool]:
-    return (user, mailbox.name, mailbox.uidvalidity, uid, name, utf8)
 
 
 def cached(key: tuple[str, str, int, int, str, bool]) -> bytes | None:

@@ -69,15 +69,18 @@ class UidMap:
     def __len__(self) -> int:
         return len(self._infos)
 
-    def many(self, uids: list[int]) -> list[MessageInfo]:
-        """The messages of `uids` (ascending) that are in the view, each bisect starting where the last ended."""
+    def many(self, uids: list[int]) -> tuple[list[MessageInfo], list[int]]:
+        """The messages of `uids` (ascending) that are in the view, and their sequence numbers; each bisect
+        starts where the last ended."""
         out: list[MessageInfo] = []
+        seqs: list[int] = []
         lo, end, view = 0, len(self._uids), self._uids
         for uid in uids:
             lo = bisect.bisect_left(view, uid, lo, end)
             if lo < end and view[lo] == uid:
                 out.append(self._infos[lo])
-        return out
+                seqs.append(lo + 1)
+        return out, seqs
 
     def values(self) -> list[MessageInfo]:
         return self._infos
