@@ -4,7 +4,8 @@
 `store.mailboxes(address)`. On disk: the Maildir++ at `mail_root/DOMAIN/LOCAL/` (INBOX at the root, folders as
 `.Name`, `subscriptions` as Dovecot keeps it) and the index at `index_root/DOMAIN/LOCAL.sqlite` (see
 `kinmail.store.index`). Each user is opened once per `Store` and shared by all threads; listeners registered
-with `subscribe` get a `Change` after each commit, called from the writing thread.
+with `subscribe` get a `Change` after each commit, called from the writing thread. New mail's full text is
+indexed in the background by the store's `TextBackfill` thread (`kinmail.store.backfill`).
 """
 
 from __future__ import annotations
