@@ -397,12 +397,13 @@ async def cmd_idle(s: Session, cmd: Command) -> None:
             if s.selected is not None:
                 await s.sync()
             await s.stream.flush()
-            s.changed.clear()
-            changed_task = asyncio.ensure_future(s.changed.wait())
+            # a plain future, not a task around Event.wait: a thousand idle sessions hold one each
+            changed = s.idle_waiter = asyncio.get_running_loop().create_future()
             done, _pending = await asyncio.wait(
-                {line_task, changed_task}, timeout=IDLE_REFRESH, return_when=asyncio.FIRST_COMPLETED
+                {line_task, changed}, timeout=IDLE_REFRESH, return_when=asyncio.FIRST_COMPLETED
             )
-            changed_task.cancel()
+            s.idle_waiter = None
+            changed.cancel()
             if line_task in done:
                 break
             if not done and s.selected is not None:

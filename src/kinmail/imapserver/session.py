@@ -110,7 +110,7 @@ class Session:
         self.commands_before_login = 0
         self.current_uid_command = False
         self.saved_search: list[int] = []  # UIDs saved by SEARCH RETURN (SAVE) (RFC 5182)
-        self.changed = asyncio.Event()  # set by store notifications (IDLE waits on it)
+        self.idle_waiter: asyncio.Future[None] | None = None  # IDLE waits on it; store notifications end it
         self._unsubscribe: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -164,7 +164,9 @@ class Session:
         sel = self.selected
         if sel is not None and getattr(change, "folder", None) in (sel.name, ""):
             sel.dirty = True
-        self.changed.set()
+        waiter = self.idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         if self._unsubscribe is not None:
