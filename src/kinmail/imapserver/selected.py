@@ -49,21 +49,22 @@ class UidMap:
         if self._shared:
             self._uids, self._infos, self._shared = list(self._uids), list(self._infos), False
 
-    def _index(self, uid: int) -> int:
+    def index(self, uid: int) -> int:
+        """The position of `uid` in the view, -1 when it is not there."""
         i = bisect.bisect_left(self._uids, uid)
         return i if i < len(self._uids) and self._uids[i] == uid else -1
 
     def __contains__(self, uid: object) -> bool:
-        return isinstance(uid, int) and self._index(uid) >= 0
+        return isinstance(uid, int) and self.index(uid) >= 0
 
     def __getitem__(self, uid: int) -> MessageInfo:
-        i = self._index(uid)
+        i = self.index(uid)
         if i < 0:
             raise KeyError(uid)
         return self._infos[i]
 
     def get(self, uid: int) -> MessageInfo | None:
-        i = self._index(uid)
+        i = self.index(uid)
         return None if i < 0 else self._infos[i]
 
     def __len__(self) -> int:
@@ -90,7 +91,7 @@ class UidMap:
 
     def replace(self, info: MessageInfo) -> None:
         """New flags or MODSEQ of a message in the view (ignored when it is not in it)."""
-        i = self._index(info.uid)
+        i = self.index(info.uid)
         if i >= 0 and self._infos[i] is not info:
             self._own()
             self._infos[i] = info
@@ -102,7 +103,7 @@ class UidMap:
         self._infos.append(info)
 
     def remove(self, uid: int) -> None:
-        i = self._index(uid)
+        i = self.index(uid)
         if i >= 0:
             self._own()
             del self._uids[i]
@@ -176,10 +177,8 @@ class SelectedMailbox:
 
     # --- lookups -----------------------------------------------------------------------------------------
     def seq_of(self, uid: int) -> int:
-        i = bisect.bisect_left(self.uids, uid)
-        if i < len(self.uids) and self.uids[i] == uid:
-            return i + 1
-        return 0
+        """The message's sequence number, 0 when it is not in the view."""
+        return self.msgs.index(uid) + 1
 
     def uids_for(self, seqset: SeqSet, *, uid: bool, saved: list[int] | None = None) -> list[int]:
         """The UIDs a sequence set or UID set names, in UID order (missing UIDs are left out)."""

@@ -127,6 +127,20 @@ class FilePool:
                 pass
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), False
 
+    def write(self, path: Path, data: bytes) -> int:
+        """A file at `path` holding exactly `data` (a kept one cut to length), still open and not yet synced."""
+        fd, reused = self.take(path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if reused:
+                os.ftruncate(fd, len(data))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def give(self, path: Path) -> None:
         """`path` is no longer needed: keep the file for `take`, or remove it when enough are kept."""
         with self._lock:
@@ -318,7 +332,7 @@ class Queue:
             **extra,
         )
         # written here, synced by a commit thread: there every system call would wait for the GIL
-        meta_fd = self._write_meta(meta)
+        meta_fd = self.pool.write(self.tmp / f"{meta.queue_id}.json", meta.to_json())
         await self._commits.submit([_Commit(spool, meta, meta_fd)])
         self.messages[meta.queue_id] = meta
         log.info(
@@ -347,18 +361,6 @@ class Queue:
             spool.discard()
             raise KinmailError(f"cannot write to the queue: {exc}") from exc
         return await self.commit(spool, sender, list(recipients), origin=origin, **extra)
-
-    def _write_meta(self, meta: QueuedMessage) -> int:
-        fd, reused = self.pool.take(self.tmp / f"{meta.queue_id}.json")
-        try:
-            data = meta.to_json()
-            os.write(fd, data)
-            if reused:
-                os.ftruncate(fd, len(data))
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _commit_batch(self, batch: list[_Commit]) -> list[None]:
         """In a worker thread: make every message of the batch durable, then one fsync of the folder.

@@ -280,13 +280,6 @@ class UserIndex:
         sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE folder=? ORDER BY uid"
         return self.conn.execute(sql, (folder_id,)).fetchall()
 
-    def uids_changed_since(self, folder_id: int, modseq: int) -> list[int]:
-        """UIDs whose MODSEQ is above `modseq` (by the MODSEQ index: time ~ the number of changes)."""
-        rows = self.conn.execute(
-            "SELECT uid FROM messages WHERE folder=? AND modseq>? ORDER BY uid", (folder_id, modseq)
-        )
-        return [int(r[0]) for r in rows]
-
     def file_rows(self, folder_id: int) -> dict[str, tuple[int, str, str]]:
         """base → (uid, filename, flags) for the scan of a folder."""
         rows = self.conn.execute(

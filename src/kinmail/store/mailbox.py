@@ -161,8 +161,7 @@ class Mailbox:
 
     def messages(self) -> list[MessageInfo]:
         """Every message in UID order (kept in memory per user and folder, updated incrementally)."""
-        with self._user.reading():
-            return list(self._user.infos(self._fs).values())
+        return self.messages_at()[1]
 
     def messages_at(self) -> tuple[int, list[MessageInfo]]:
         """`messages()` with the HIGHESTMODSEQ they are as of (read together, under the user's lock)."""
@@ -580,7 +579,7 @@ class Mailbox:
             fs = self._fs
             infos = self._user.infos(fs)
             if fs.row.highestmodseq - modseq < len(infos) // 8:  # few changes: ask the MODSEQ index
-                found = (infos.get(uid) for uid in self._user.db.uids_changed_since(fs.row.id, modseq))
+                found = (infos.get(row[0]) for row in self._user.db.message_rows(fs.row.id, modseq))
                 changed = [i for i in found if i is not None and i.modseq > modseq]
             else:
                 changed = [i for i in infos.values() if i.modseq > modseq]
