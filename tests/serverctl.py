@@ -90,7 +90,12 @@ class KinmailServer:
 
     def _write_generated_config(self) -> None:
         """Pick free ports and write the config; `start` does it again when a port was taken meanwhile."""
-        self.ports = {name: free_port() for name in self.services}
+        self.ports = {}
+        for name in self.services:  # the kernel may hand out a just-closed port again: every service its own
+            port = free_port()
+            while port in self.ports.values():
+                port = free_port()
+            self.ports[name] = port
         merged: dict[str, dict[str, Any]] = {
             "listen": {
                 name: [f"{HOST}:{self.ports[name]}"] if name in self.ports else [] for name in SERVICES
