@@ -4,8 +4,12 @@ ENVELOPE after ENABLE UTF8=ACCEPT, and several FETCH items of one message in one
 
 from __future__ import annotations
 
+import fcntl
 import imaplib
+import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -192,5 +196,46 @@ def test_append_to_the_selected_mailbox_reports_own_and_others_messages(server: 
     typ, data = a.fetch("1:4", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     subjects = [part[1].decode().strip() for part in data if isinstance(part, tuple)]
     assert subjects == ["Subject: own 1", "Subject: other 1", "Subject: own 2", "Subject: other 2"]
+    for m in (a, b):
+        m.logout()
+
+
+def test_a_held_user_lock_stalls_only_that_users_commands(server: KinmailServer) -> None:
+    """Short store calls (STORE, NOOP, SELECT of a small folder) run on the server's event loop when the
+    user's lock is free; when another process holds it (here: this test, as `kinmail index rebuild` would),
+    they wait in a store thread, and other users' sessions carry on meanwhile."""
+    a, b = login(server, ALICE), login(server, BOB)
+    a.create("Locked")
+    a.append("Locked", None, None, message("locked 1"))
+    a.select("Locked")
+    b.select("INBOX")
+    local, _, domain = ALICE.partition("@")
+    lock_path = server.data_dir / "index" / domain / f"{local}.lock"
+    assert lock_path.exists()
+    done = threading.Event()
+    result: list[tuple[str, list[bytes | None]]] = []
+
+    def store() -> None:
+        result.append(a.store("1", "+FLAGS", r"(\Flagged)"))  # type: ignore[arg-type]
+        done.set()
+
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        worker = threading.Thread(target=store)
+        worker.start()
+        assert not done.wait(0.5), "STORE went ahead while another process held the user's lock"
+        started = time.monotonic()
+        assert b.noop()[0] == "OK" and b.select("INBOX")[0] == "OK"  # another user: not held up
+        assert time.monotonic() - started < 0.4
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert done.wait(10)
+    worker.join()
+    typ, data = result[0]
+    assert typ == "OK" and b"\\Flagged" in (data[0] or b"")
+    typ, data = a.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in data[0]  # type: ignore[operator]
     for m in (a, b):
         m.logout()

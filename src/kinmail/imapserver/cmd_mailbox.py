@@ -14,7 +14,17 @@ import re
 from typing import TYPE_CHECKING
 
 from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_text, recent_mark
-from kinmail.imapserver.session import AUTH, SELECTED, Session, State, blocking, command
+from kinmail.imapserver.session import (
+    AUTH,
+    QUICK_MESSAGES,
+    QUICK_UIDS,
+    SELECTED,
+    Session,
+    State,
+    blocking,
+    command,
+    quick,
+)
 from kinmail.proto.imap_args import as_astring, as_atom, as_number, parse_seqset
 from kinmail.proto.imap_parser import Atom, Command, ParseError, Token
 from kinmail.proto.imap_response import Code, ImapError, Status, astring, quoted, string
@@ -72,8 +82,9 @@ async def _open(
         mailbox = mailboxes.open(name, scan=scan)
         return mailbox, mailbox.messages_at() if with_messages else (0, [])
 
+    count = mailboxes.loaded_count(name)
     try:
-        return await blocking(work)
+        return await quick(mailboxes if count is not None and count <= QUICK_MESSAGES else None, work)
     except NoSuchFolder as exc:
         raise ImapError(Status.NO, "Mailbox does not exist", Code.NONEXISTENT) from exc
     except InvalidFolderName as exc:
@@ -188,7 +199,7 @@ async def cmd_close(s: Session, cmd: Command) -> None:
     if not sel.readonly:
         deleted = [u for u, m in sel.msgs.items() if "\\Deleted" in m.flags]
         if deleted:
-            await blocking(sel.mailbox.expunge, deleted)
+            await quick(sel.mailbox if len(deleted) <= QUICK_UIDS else None, sel.mailbox.expunge, deleted)
     s.selected = None
     s.state = State.AUTHENTICATED
     s.ok(cmd)
@@ -470,7 +481,7 @@ async def _status_line(s: Session, name: str, items: list[str]) -> bytes:
     mailbox = await open_mailbox(s, name)
     if s.selected is not None and s.selected.name == mailbox.name:
         await s.sync(expunges=False)
-    status = await blocking(mailbox.status)  # counters from the index, no message list
+    status = await quick(mailbox, mailbox.status)  # counters from the index, no message list
     values = {
         "MESSAGES": status.messages,
         "UIDNEXT": status.uidnext,

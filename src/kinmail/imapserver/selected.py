@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from kinmail.imapserver.session import blocking
+from kinmail.imapserver.session import QUICK_MESSAGES, quick
 from kinmail.proto.imap_args import SeqSet
 from kinmail.proto.imap_response import ImapError, Status
 from kinmail.store.errors import NoSuchFolder
@@ -236,6 +236,10 @@ class SelectedMailbox:
         changed, vanished = self.mailbox.changes_since(self.highestmodseq)
         return floor, changed, vanished
 
+    def _quick_holder(self) -> Mailbox | None:
+        """The folder, for `quick` store calls, when it is small enough to scan on the event loop."""
+        return self.mailbox if len(self.uids) <= QUICK_MESSAGES else None
+
     async def refresh(self) -> None:
         """Pick up files other programs added to or removed from the Maildir (NOOP, CHECK, IDLE), and ask
         for the folder's changes in the same trip to a worker thread; the next `sync` reports them."""
@@ -246,7 +250,7 @@ class SelectedMailbox:
             return self._changes()
 
         try:
-            self._prefetched = await blocking(work)
+            self._prefetched = await quick(self._quick_holder(), work)
         except NoSuchFolder:
             self.dirty = True  # reported by the next sync
 
@@ -276,7 +280,7 @@ class SelectedMailbox:
         if self.dirty:
             self.dirty = False
             try:
-                floor, changed, vanished = await blocking(self._changes)
+                floor, changed, vanished = await quick(self._quick_holder(), self._changes)
             except NoSuchFolder:
                 # another session deleted the selected folder: nothing sensible is left to show
                 session.untagged("BYE The selected mailbox was deleted")

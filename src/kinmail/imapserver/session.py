@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from enum import Enum
 from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
@@ -43,6 +44,29 @@ async def blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T
     if kwargs:
         return await loop.run_in_executor(_EXECUTOR, lambda: func(*args, **kwargs))
     return await loop.run_in_executor(_EXECUTOR, func, *args)
+
+
+QUICK_MESSAGES = 5000  # folders of up to this many messages (list in memory) are opened on the event loop
+QUICK_UIDS = 200  # STORE and EXPUNGE of up to this many messages run on the event loop
+
+
+class Holder(Protocol):
+    """A user's store (`UserMailboxes`) or folder (`Mailbox`): its lock, if free this instant."""
+
+    def held_now(self) -> AbstractContextManager[bool]: ...
+
+
+async def quick(holder: Holder | None, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A short store call that does not wait for the disk (flags, expunges, opening or refreshing a folder
+    that is not large): run on the event loop when the user's lock is free this instant — no hop to a store
+    thread and back, and no hand-over of the GIL at every SQLite statement and system call; in a store thread
+    when another thread or process holds the lock (a delivery, the full-text indexer), and always when
+    `holder` is None (the caller found the call not short)."""
+    if holder is not None:
+        with holder.held_now() as held:
+            if held:
+                return func(*args, **kwargs)
+    return await blocking(func, *args, **kwargs)
 
 
 class State(Enum):

@@ -12,6 +12,7 @@ with what other processes committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -108,6 +109,11 @@ class Mailbox:
     def special_use(self) -> str | None:
         return self._fs.row.special_use
 
+    def held_now(self) -> contextlib.AbstractContextManager[bool]:
+        """The user's lock, if free this instant (`UserState.held_now`): an event loop runs short calls
+        itself inside it instead of handing them to a thread."""
+        return self._user.held_now()
+
     def exists(self) -> int:
         """Number of messages (EXISTS), from memory when the list is loaded, else one index query."""
         with self._user.reading():
@@ -188,6 +194,11 @@ class Mailbox:
         is not loaded. Takes no lock and never touches the disk: an event loop may call it."""
         infos = self._fs.infos
         return None if infos is None else infos.get(uid)
+
+    def loaded_count(self) -> int | None:
+        """How many messages the list in memory holds; None when it is not loaded. No lock, no disk."""
+        infos = self._fs.infos
+        return None if infos is None else len(infos)
 
     def path(self, uid: int) -> str:
         """The message file's current path (it changes when flags change)."""

@@ -10,6 +10,7 @@ indexed in the background by the store's `TextBackfill` thread (`kinmail.store.b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -279,6 +280,10 @@ class UserMailboxes:
         changed are not looked for (APPEND and COPY only add messages, and need not know of them)."""
         return open_folder(self._user, name, self.quota, scan=scan)
 
+    def held_now(self) -> contextlib.AbstractContextManager[bool]:
+        """The user's lock, if free this instant (see `Mailbox.held_now`)."""
+        return self._user.held_now()
+
     def known(self, name: str) -> bool:
         """Whether `name` is in the folder list already loaded, without the lock or the disk (an event loop
         may call it): a hint for callers that open the folder afterwards anyway."""
@@ -286,6 +291,18 @@ class UserMailboxes:
             return check_name(name) in self._user.by_name
         except InvalidFolderName:
             return False
+
+    def loaded_count(self, name: str) -> int | None:
+        """How many messages folder `name` holds in memory; None when its list is not loaded or the name is
+        unknown. No lock, no disk (an event loop may call it)."""
+        user = self._user
+        try:
+            folder_id = user.by_name.get(check_name(name))
+        except InvalidFolderName:
+            return None
+        fs = user.folders.get(folder_id) if folder_id is not None else None
+        infos = fs.infos if fs is not None else None
+        return None if infos is None else len(infos)
 
     def exists(self, name: str) -> bool:
         try:

@@ -169,6 +169,30 @@ class UserState:
         if changes:
             self._broadcast(changes)
 
+    @contextlib.contextmanager
+    def held_now(self) -> Iterator[bool]:
+        """Hold the user's lock and the `flock` for the block if both are free this instant; yields False
+        without waiting when either is taken. For an event loop that runs a short store call itself rather
+        than in a thread, but never waits for another thread or process."""
+        if not self.lock.acquire(blocking=False):
+            yield False
+            return
+        took_flock = False
+        try:
+            if not self._flocked:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+                self._flocked = took_flock = True
+            yield True
+        finally:
+            if took_flock:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                self._flocked = False
+            self.lock.release()
+
     def queue_change(self, fs: FolderState, kind: ChangeKind, uids: list[int] | tuple[int, ...]) -> None:
         """Queue a Change to broadcast once the lock is released (call only after the commit)."""
         self._pending.append(Change(self.address, fs.row.name, kind, tuple(uids), fs.row.highestmodseq))
