@@ -425,12 +425,14 @@ class UserState:
         """
         mtimes = fs.mtimes()
         row = fs.row
-        if (
-            not force
-            and mtimes == (row.new_mtime, row.cur_mtime)
-            and row.scanned_at - max(mtimes) > settle_ns(mtimes)
-        ):
-            return False
+        if not force and mtimes == (row.new_mtime, row.cur_mtime):
+            # Unchanged since the last look. A change within the same timestamp tick as the last one seen
+            # (often our own write) leaves the mtime as it was: the first look once that tick has surely
+            # passed lists the folder; a look before then learns nothing a look a moment later would not.
+            settle = settle_ns(mtimes)
+            newest = max(mtimes)
+            if row.scanned_at - newest > settle or time.time_ns() - newest <= settle:
+                return False
         with self.writing():
             scanned_at = time.time_ns()
             mtimes = fs.mtimes()
