@@ -50,6 +50,12 @@ class Connection:
         self._inflate: zlib._Decompress | None = None
         self._deflate: zlib._Compress | None = None
         self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._waiting_since: float | None = None  # loop time at which the client was last waited for
+        self._timed_out = False
+        self._idle_timeout = float(rt.config.imap.idle_timeout or 0)
+        self._task: asyncio.Task[object] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # --- output ------------------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -73,10 +79,14 @@ class Connection:
         await self.writer.drain()
 
     # --- input -------------------------------------------------------------------------------------------
-    async def _fill(self, timeout: float | None = None) -> bool:
-        if timeout:
-            async with asyncio.timeout(timeout):  # cheaper than wait_for, which makes a task per read
+    async def _fill(self, watched: bool = False) -> bool:
+        """Read what the client sent; `watched` reads count against the idle timeout (`_watch`)."""
+        if watched:
+            self._waiting_since = self._loop.time()
+            try:
                 data = await self.reader.read(READ_SIZE)
+            finally:
+                self._waiting_since = None
         else:
             data = await self.reader.read(READ_SIZE)
         if not data:
@@ -100,6 +110,20 @@ class Connection:
                     return None
         finally:
             self.parser.raw = False
+
+    # --- the idle timeout: one timer per connection rather than one per read -----------------------------
+    def _watch(self) -> None:
+        """Cancel the connection's task once a watched read has waited `idle_timeout` seconds; the timer
+        looks again when it would next be due."""
+        since = self._waiting_since
+        now = self._loop.time()
+        if since is not None and now - since >= self._idle_timeout:
+            self._timed_out = True
+            if self._task is not None:
+                self._task.cancel()
+            return
+        due = (since if since is not None else now) + self._idle_timeout
+        self._watchdog = self._loop.call_at(due, self._watch)
 
     # --- stream changes ------------------------------------------------------------------------------------
     async def start_tls(self) -> None:
@@ -128,7 +152,9 @@ class Connection:
     async def run(self) -> None:
         session = Session(self.rt, self)
         log.debug("imap.connect", cid=self.cid, ip=self.remote_ip, tls=self.tls)  # imap.login names the ip
-        idle_timeout = self.rt.config.imap.idle_timeout
+        if self._idle_timeout > 0:
+            self._task = asyncio.current_task()
+            self._watchdog = self._loop.call_later(self._idle_timeout, self._watch)
         try:
             session.greet()
             await self.flush()
@@ -136,7 +162,7 @@ class Connection:
                 ev = self.parser.next_event()
                 if ev is None:
                     await self.flush()
-                    if not await self._fill(idle_timeout):
+                    if not await self._fill(watched=True):
                         break
                     continue
                 if isinstance(ev, Command):
@@ -153,17 +179,21 @@ class Connection:
                     session.bad_input(ev.tag, ev.text)
                     if ev.fatal or session.logged_out:
                         break
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not self._timed_out:
+                self.send(untagged("BYE Server shutting down"))
+                raise
+            if self._task is not None:
+                self._task.uncancel()
             self.send(untagged("BYE Autologout; idle for too long"))
         except (ConnectionError, OSError, asyncio.IncompleteReadError, zlib.error) as exc:
             log.info("imap.connection_lost", cid=self.cid, reason=type(exc).__name__)
-        except asyncio.CancelledError:
-            self.send(untagged("BYE Server shutting down"))
-            raise
         except Exception:
             log.exception("imap.crash", cid=self.cid)
             self.send(untagged("BYE Internal server error"))
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             session.close()
             try:
                 await asyncio.wait_for(self.flush(), 2)
