@@ -142,25 +142,21 @@ def _render_batch(
     missing = False
     folder = (sel.user, sel.mailbox.name, sel.mailbox.uidvalidity)  # the cache keys' first part, once a batch
     content = [a for a in atts if a.name not in CHEAP or a.section is not None]
+    # ENVELOPE, BODY, BODYSTRUCTURE and the whole header are cached per message; any other item needs the file
+    always_file = not all(
+        (a.section is None and a.name in render.CACHEABLE) or render.is_whole_header(a) for a in content
+    )
     for info, seq in zip(batch, seqs, strict=True):
-        msg: render.Rendered | None = None
-        needs_file = any(
-            not (
-                (a.section is None and a.name in render.CACHEABLE)
-                and render.cached((*folder, info.uid, a.name, utf8)) is not None
-            )
-            and not (
-                render.is_whole_header(a) and render.cached((*folder, info.uid, "HEADER", False)) is not None
-            )
-            for a in content
-        )
-        if needs_file:
+        try:
+            msg = render.Rendered(sel.mailbox.read(info.uid)) if always_file else None
             try:
+                items = _fetch_items(sel, folder, info, msg, atts, utf8)
+            except render.NeedsFile:  # a rendering not cached (yet, or any more)
                 msg = render.Rendered(sel.mailbox.read(info.uid))
-            except (MessageGone, FileNotFoundError, NoSuchFolder):
-                missing = True
-                continue
-        items = _fetch_items(sel, folder, info, msg, atts, utf8)
+                items = _fetch_items(sel, folder, info, msg, atts, utf8)
+        except (MessageGone, FileNotFoundError, NoSuchFolder):
+            missing = True
+            continue
         out.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
     return b"".join(out), missing
 

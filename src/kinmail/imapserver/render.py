@@ -34,6 +34,10 @@ def available() -> bool:
     return _AVAILABLE
 
 
+class NeedsFile(Exception):
+    """A rendering asked for without the message (`msg=None`) is not in the cache: read the file and ask again."""
+
+
 class Rendered:
     """One message's raw bytes with its MIME tree parsed at most once, for all the items of one FETCH."""
 
@@ -90,7 +94,8 @@ def simple(
         value = cached(key)
         if value is not None:
             return value
-        assert msg is not None
+        if msg is None:
+            raise NeedsFile(name)
         if name == "ENVELOPE":
             value = structure.envelope(msg.message, utf8)
         else:
@@ -113,7 +118,8 @@ def header(key: tuple[str, str, int, int, str, bool], msg: Rendered | None) -> b
     """The message's header section (cached like ENVELOPE: clients list folders with BODY.PEEK[HEADER])."""
     value = cached(key)
     if value is None:
-        assert msg is not None
+        if msg is None:
+            raise NeedsFile("HEADER")
         value = sections.section_bytes(msg.message, (), "HEADER") or b""
         _remember(key, value)
     return value
