@@ -114,3 +114,48 @@ def test_a_big_delivered_message_is_found_by_search(mb: UserMailboxes) -> None:
     box = mb.open("INBOX")
     assert box.search_text("needle-in-the-body", "body") == set(uids)
     assert box.search_text("filler text", "body") == {uids[0]}
+
+
+def message_files(tmp_path: Path) -> list[str]:
+    box = root(tmp_path)
+    return sorted(
+        name for sub in ("new", "cur") for name in os.listdir(box / sub) if not name.startswith(".")
+    )
+
+
+@pytest.mark.parametrize("many", [True, False])
+def test_a_store_that_fails_before_its_commit_leaves_no_file_behind(
+    store: Store, mb: UserMailboxes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, many: bool
+) -> None:
+    """All or nothing: when the index commit fails after the files were renamed into the folder, they are taken
+    out again — a later scan must not find them, or a delivery retried after the error is stored twice."""
+    mb.deliver("INBOX", msg("before"))
+    before = message_files(tmp_path)
+    index_type = type(mb.open("INBOX")._user.db)
+    real = index_type.insert_message
+    calls = 0
+
+    def failing(self: object, *args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(28, "No space left on device")
+        real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index_type, "insert_message", failing)
+    with pytest.raises(OSError):
+        if many:
+            mb.deliver_many("INBOX", [msg("retried 1"), msg("retried 2")])
+        else:
+            mb.open("INBOX").append(msg("retried 1"), ["\\Seen"])
+    assert message_files(tmp_path) == before
+    assert not os.listdir(root(tmp_path) / "tmp")
+    box = mb.open("INBOX")
+    assert box.refresh() is False  # nothing for a scan to pick up
+    # the retry stores each message once
+    if many:
+        mb.deliver_many("INBOX", [msg("retried 1"), msg("retried 2")])
+    else:
+        box.append(msg("retried 1"), ["\\Seen"])
+    subjects = [box.read(uid).split(b"Subject: ")[1].split(b"\r\n")[0] for uid in box.uids()]
+    assert subjects == [b"before", b"retried 1", b"retried 2"] if many else [b"before", b"retried 1"]

@@ -63,6 +63,17 @@ def _usage_key(user: UserState) -> tuple[int, int, int]:
     return id(user.db), user.db.data_version(), user.db.conn.total_changes
 
 
+def _take_back(paths: list[Path]) -> None:
+    """Remove the files of a store that failed before its index commit: from tmp/, or already renamed into the
+    folder (all or nothing — a file left there would be found by the next scan, and a retried delivery stored
+    twice). The caller still has the message and reports the failure."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("store.take_back_failed", path=path.name, reason=exc.strerror)
+
+
 class Mailbox:
     """An open folder of one user. Safe to share between threads; cheap to create."""
 
@@ -233,6 +244,7 @@ class Mailbox:
         tmp, base = maildir.write_tmp(fs.path, data, internaldate)
         internal = internaldate if internaldate is not None else os.stat(tmp).st_mtime
         user = self._user
+        placed: list[Path] = []
         try:
             with user.writing():
                 fs = self._fs
@@ -240,6 +252,7 @@ class Mailbox:
                 filename = maildir.filename_for(base, info, new=not flagset_)
                 before = fs.mtimes()
                 os.rename(tmp, fs.path / filename)
+                placed.append(fs.path / filename)
                 uid = fs.row.uidnext
                 modseq = fs.row.highestmodseq + 1
                 user.append_uidlist(fs, [(uid, base)])
@@ -250,11 +263,12 @@ class Mailbox:
                     )
                     user.db.set_counters(fs.row.id, uid + 1, modseq)
                     self._note_own_write(fs, before)
+                placed.clear()  # committed: the file is the folder's now
                 self._after_commit(fs, [MessageInfo(uid, flagset_, modseq, len(data), internal, filename)])
                 user.queue_change(fs, ChangeKind.APPEND, [uid])
                 self._note_unindexed(fs)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _take_back([tmp, *placed])
             raise
         log.debug("store.append", user=user.address, folder=fs.row.name, uid=uid, size=len(data))
         return uid
@@ -266,7 +280,8 @@ class Mailbox:
 
         Each file is written to tmp/ and fsynced, then, under the lock, one rename pass, one fsync per target
         directory, one `dovecot-uidlist` append and one index transaction for all of them. All or nothing: on
-        an error before the commit no UID is assigned (files already renamed are found again by a scan).
+        an error before the commit no UID is assigned and the files are removed again, also those already
+        renamed into the folder (`_take_back`)
         """
         if not messages:
             return []
@@ -276,6 +291,7 @@ class Mailbox:
         self._check_quota_cached(total)
         fs = self._fs
         written: list[tuple[Path, str]] = []
+        placed: list[Path] = []
         user = self._user
         try:
             written = maildir.write_tmp_many(fs.path, datas, internaldate)
@@ -289,6 +305,7 @@ class Mailbox:
                 ]
                 for (tmp, _base), filename in zip(written, filenames, strict=True):
                     os.rename(tmp, fs.path / filename)
+                    placed.append(fs.path / filename)
                 first_uid = fs.row.uidnext
                 first_modseq = fs.row.highestmodseq + 1
                 uids = list(range(first_uid, first_uid + len(datas)))
@@ -318,6 +335,7 @@ class Mailbox:
                         )
                     user.db.set_counters(fs.row.id, uids[-1] + 1, first_modseq + len(uids) - 1)
                     self._note_own_write(fs, before)
+                placed.clear()  # committed: the files are the folder's now
                 cached = _USAGE.get(user)
                 if cached is not None and cached[0] == usage_before:
                     _USAGE[user] = (_usage_key(user), cached[1] + total)
@@ -325,8 +343,7 @@ class Mailbox:
                 user.queue_change(fs, ChangeKind.APPEND, uids)
                 self._note_unindexed(fs)
         except BaseException:
-            for tmp, _base in written:
-                tmp.unlink(missing_ok=True)
+            _take_back([tmp for tmp, _base in written] + placed)
             raise
         log.debug("store.append_many", user=user.address, folder=fs.row.name, uids=len(uids))
         return uids
