@@ -8,6 +8,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -373,6 +374,21 @@ def test_idle_client_gets_421(mx: KinmailServer) -> None:
     code, text = raw.reply()  # nothing sent: the server gives up after [smtpd] timeout
     assert (code, text[:5]) == (421, "4.4.2")
     assert raw.reply() == (0, "")
+    raw.close()
+
+
+def test_a_client_that_keeps_talking_outlives_the_timeout(mx: KinmailServer) -> None:
+    """The timeout counts from the last command, not from the connection: commands 1 s apart for 4.5 s (the
+    timeout is 3 s) keep the session; then silence ends it."""
+    raw = Raw(mx)
+    assert raw.cmd("EHLO client.example")[0] == 250
+    for _ in range(5):
+        time.sleep(0.9)
+        assert raw.cmd("NOOP")[0] == 250
+    started = time.monotonic()
+    code, text = raw.reply()
+    assert (code, text[:5]) == (421, "4.4.2")
+    assert 2.5 < time.monotonic() - started < 6
     raw.close()
 
 

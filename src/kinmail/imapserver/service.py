@@ -12,6 +12,7 @@ import asyncio
 import zlib
 from typing import TYPE_CHECKING
 
+from kinmail.core.idlewatch import IdleWatch
 from kinmail.core.ids import new_cid
 from kinmail.core.listen import is_loopback, peer_ip
 from kinmail.core.log import get_logger
@@ -50,12 +51,7 @@ class Connection:
         self._inflate: zlib._Decompress | None = None
         self._deflate: zlib._Compress | None = None
         self.closed = False
-        self._loop = asyncio.get_running_loop()
-        self._waiting_since: float | None = None  # loop time at which the client was last waited for
-        self._timed_out = False
-        self._idle_timeout = float(rt.config.imap.idle_timeout or 0)
-        self._task: asyncio.Task[object] | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch: IdleWatch | None = None
 
     # --- output ------------------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -80,13 +76,13 @@ class Connection:
 
     # --- input -------------------------------------------------------------------------------------------
     async def _fill(self, watched: bool = False) -> bool:
-        """Read what the client sent; `watched` reads count against the idle timeout (`_watch`)."""
-        if watched:
-            self._waiting_since = self._loop.time()
+        """Read what the client sent; `watched` reads count against the idle timeout (`IdleWatch`)."""
+        if watched and self._watch is not None:
+            self._watch.begin()
             try:
                 data = await self.reader.read(READ_SIZE)
             finally:
-                self._waiting_since = None
+                self._watch.end()
         else:
             data = await self.reader.read(READ_SIZE)
         if not data:
@@ -110,20 +106,6 @@ class Connection:
                     return None
         finally:
             self.parser.raw = False
-
-    # --- the idle timeout: one timer per connection rather than one per read -----------------------------
-    def _watch(self) -> None:
-        """Cancel the connection's task once a watched read has waited `idle_timeout` seconds; the timer
-        looks again when it would next be due."""
-        since = self._waiting_since
-        now = self._loop.time()
-        if since is not None and now - since >= self._idle_timeout:
-            self._timed_out = True
-            if self._task is not None:
-                self._task.cancel()
-            return
-        due = (since if since is not None else now) + self._idle_timeout
-        self._watchdog = self._loop.call_at(due, self._watch)
 
     # --- stream changes ------------------------------------------------------------------------------------
     async def start_tls(self) -> None:
@@ -152,9 +134,7 @@ class Connection:
     async def run(self) -> None:
         session = Session(self.rt, self)
         log.debug("imap.connect", cid=self.cid, ip=self.remote_ip, tls=self.tls)  # imap.login names the ip
-        if self._idle_timeout > 0:
-            self._task = asyncio.current_task()
-            self._watchdog = self._loop.call_later(self._idle_timeout, self._watch)
+        self._watch = IdleWatch(self.rt.config.imap.idle_timeout)
         try:
             session.greet()
             await self.flush()
@@ -180,11 +160,9 @@ class Connection:
                     if ev.fatal or session.logged_out:
                         break
         except asyncio.CancelledError:
-            if not self._timed_out:
+            if not self._watch.fired():
                 self.send(untagged("BYE Server shutting down"))
                 raise
-            if self._task is not None:
-                self._task.uncancel()
             self.send(untagged("BYE Autologout; idle for too long"))
         except (ConnectionError, OSError, asyncio.IncompleteReadError, zlib.error) as exc:
             log.info("imap.connection_lost", cid=self.cid, reason=type(exc).__name__)
@@ -192,8 +170,7 @@ class Connection:
             log.exception("imap.crash", cid=self.cid)
             self.send(untagged("BYE Internal server error"))
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            self._watch.close()
             session.close()
             try:
                 await asyncio.wait_for(self.flush(), 2)

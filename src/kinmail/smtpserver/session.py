@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kinmail.auth import sasl
+from kinmail.core.idlewatch import IdleWatch
 from kinmail.core.ids import new_cid
 from kinmail.core.listen import peer_ip
 from kinmail.core.log import get_logger
@@ -91,6 +92,7 @@ class SmtpSession:
         self.errors = 0
         self.tx = Transaction()
         self.messages = 0
+        self._watch: IdleWatch | None = None  # the idle timeout (`smtpd.timeout`) while `run()` serves
         if mode == SUBMISSIONS:
             self._note_tls()
 
@@ -102,14 +104,22 @@ class SmtpSession:
         await self.writer.drain()
 
     async def _fill(self) -> None:
-        timeout = self.rt.config.smtpd.timeout
-        try:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-        except TimeoutError:
-            self.send(smtp.TIMEOUT)
-            with contextlib.suppress(Exception):
-                await self.flush()
-            raise _Closed from None
+        watch = self._watch
+        if watch is None:  # not yet serving (tests drive parts of a session directly)
+            data = await self.reader.read(READ_SIZE)
+        else:
+            watch.begin()
+            try:
+                data = await self.reader.read(READ_SIZE)
+            except asyncio.CancelledError:
+                if not watch.fired():
+                    raise
+                self.send(smtp.TIMEOUT)
+                with contextlib.suppress(Exception):
+                    await self.flush()
+                raise _Closed from None
+            finally:
+                watch.end()
         if not data:
             raise _Closed
         self.buf += data
@@ -142,6 +152,7 @@ class SmtpSession:
     async def run(self) -> None:
         started = time.monotonic()
         log.info("smtp.connect", cid=self.cid, client=self.client_ip, service=self.mode)
+        self._watch = IdleWatch(self.rt.config.smtpd.timeout)
         try:
             if await self._greet():
                 await self._loop()
@@ -160,6 +171,7 @@ class SmtpSession:
                 self.send(smtp.LOCAL_ERROR.with_text("Local error, closing connection"))
                 await self.flush()
         finally:
+            self._watch.close()
             self._abort_bdat()
             with contextlib.suppress(Exception):
                 self.writer.close()
