@@ -102,3 +102,24 @@ def test_backfill_goes_on_while_a_folder_has_more() -> None:
         assert len(batches) == 3
     finally:
         backfill.close()
+
+
+def test_no_batch_starts_while_a_search_runs() -> None:
+    calls: list[str] = []
+    done = threading.Event()
+
+    def index(address: str, folder: str) -> bool:
+        calls.append(folder)
+        done.set()
+        return False
+
+    backfill = TextBackfill(index, quiet=0.05, max_delay=0.1)
+    try:
+        with backfill.paused():
+            backfill.note(ALICE, "INBOX")
+            assert not done.wait(0.5)  # due after 0.05 s, but a search holds the indexer back
+            assert calls == []
+        assert done.wait(2)  # and it goes on as soon as the search is over
+        assert calls == ["INBOX"]
+    finally:
+        backfill.close()

@@ -7,14 +7,16 @@ leave it out and mark the message `fts_done=0`, and tell the store's `TextBackfi
 (`UserState.stored_hook`; files a scan finds, such as an imported Maildir, wait for the first search); the thread indexes a batch at a time (`Mailbox.index_batch`: the text is
 extracted outside the user's lock, one transaction per batch) when no message arrived for `quiet` seconds, or
 when a folder has waited `max_delay` seconds under steady load. SEARCH BODY/TEXT never depends on it: it first
-indexes what is still pending in its folder (`Mailbox.search_text`). Keeps nothing on disk of its own.
+indexes what is still pending in its folder (`Mailbox.search_text`), and no new batch starts while it runs
+(`paused`, through `UserState.text_gate`). Keeps nothing on disk of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from kinmail.core.log import get_logger
 
@@ -39,6 +41,7 @@ class TextBackfill:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._paused = 0
 
     def note(self, address: str, folder: str) -> None:
         """`folder` of `address` got messages that are not indexed yet."""
@@ -53,6 +56,23 @@ class TextBackfill:
                 self._thread.start()
             self._cond.notify()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No new batch starts while the block runs: a full-text SEARCH (of any folder) has the interpreter to
+        itself rather than sharing it with the indexing of mail that just arrived."""
+        with self._cond:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused -= 1
+                self._cond.notify()
+
+    def held_back(self) -> bool:
+        """Whether a search asks the indexer to stand aside (a batch under way ends early)."""
+        return self._paused > 0
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -65,7 +85,7 @@ class TextBackfill:
             while True:
                 if self._closed:
                     return None
-                if not self._pending:
+                if not self._pending or self._paused:
                     self._cond.wait()
                     continue
                 now = time.monotonic()

@@ -17,7 +17,7 @@ import json
 import os
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -638,9 +638,10 @@ class Mailbox:
 
     def search_text(self, query: str, part: Literal["text", "body"] = "text") -> set[int]:
         """UIDs whose decoded text contains `query`, case-insensitively (SEARCH TEXT / BODY)."""
-        self._index_pending()
-        with self._user.reading():
-            return self._user.db.fts_search(self._fs.row.id, query, part == "body")
+        with self._user.text_gate():
+            self._index_pending()
+            with self._user.reading():
+                return self._user.db.fts_search(self._fs.row.id, query, part == "body")
 
     def _index_pending(self) -> None:
         """Fill the full-text table for the folder's messages not indexed yet (stored since the last search,
@@ -648,9 +649,10 @@ class Mailbox:
         while self.index_batch(FTS_BATCH):
             pass
 
-    def index_batch(self, limit: int) -> bool:
+    def index_batch(self, limit: int, stop: Callable[[], bool] | None = None) -> bool:
         """Index up to `limit` messages of the folder whose text is not in the full-text table yet; the text
-        is extracted outside the user's lock, then one transaction. True when there may be more."""
+        is extracted outside the user's lock, then one transaction. True when there may be more. `stop`, asked
+        before each message, ends the batch early (what was extracted is still committed)."""
         user = self._user
         with user.reading():
             fs = self._fs
@@ -660,6 +662,8 @@ class Mailbox:
             return False
         texts: list[tuple[int, str, str]] = []
         for msg_id, filename in pending:
+            if stop is not None and texts and stop():
+                break
             headers = body = ""
             for name in (filename, getattr(self.get(msg_id & UID_MASK), "filename", "")):
                 try:
@@ -679,4 +683,4 @@ class Mailbox:
                         db.fts_put(msg_id, headers, body)
                     else:
                         db.fts_skip(msg_id)
-        return len(pending) == limit
+        return len(pending) == limit or len(texts) < len(pending)

@@ -103,6 +103,7 @@ class Store:
                 self._broadcast,
             )
             user.stored_hook = self.backfill.note
+            user.text_gate = self.backfill.paused
             _ensure_special_folders(user)
             with user.reading():
                 paths = [fs.path for fs in user.folders.values()]
@@ -161,7 +162,7 @@ class Store:
             user = self._users.get(address)
         if user is None:
             return False
-        return open_folder(user, folder, scan=False).index_batch(BACKFILL_BATCH)
+        return open_folder(user, folder, scan=False).index_batch(BACKFILL_BATCH, stop=self.backfill.held_back)
 
     def close(self) -> None:
         self.backfill.close()

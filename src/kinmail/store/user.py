@@ -117,6 +117,8 @@ class UserState:
         self.stored_hook: Callable[[str, str], None] | None = None
         """Called with (address, folder) after messages were stored without their full text (`Store` points
         it at its `TextBackfill`); files found by a scan wait for the first search instead."""
+        self.text_gate: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+        """Held around a full-text search (`Store` points it at `TextBackfill.paused`)."""
         with self.writing():
             conn, fresh = open_index(index_path)
             self.db = UserIndex(conn)
