@@ -140,7 +140,7 @@ def _render_batch(
     some message had gone meanwhile."""
     out: list[bytes] = []
     missing = False
-    folder = (sel.user, sel.mailbox.name, sel.mailbox.uidvalidity)  # the cache keys' first part, once a batch
+    folder = render.folder_key(sel.user, sel.mailbox.name, sel.mailbox.uidvalidity)  # once a batch
     content = [a for a in atts if a.name not in CHEAP or a.section is not None]
     # ENVELOPE, BODY, BODYSTRUCTURE and the whole header are cached per message; any other item needs the file
     always_file = not all(
@@ -163,7 +163,7 @@ def _render_batch(
 
 def _fetch_items(
     sel: SelectedMailbox,
-    folder: tuple[str, str, int],
+    folder: int,
     info: MessageInfo,
     msg: render.Rendered | None,
     atts: list[FetchAtt],
@@ -188,11 +188,9 @@ def _fetch_items(
             assert msg is not None
             items.append(b"RFC822 " + literal(msg.raw))
         elif att.section is None:
-            key = (*folder, info.uid, name, utf8)
-            items.append(name.encode() + b" " + render.simple(key, msg, name, utf8))
+            items.append(name.encode() + b" " + render.simple((folder, info.uid), msg, name, utf8))
         else:
-            key = (*folder, info.uid, "HEADER", False)
-            items.append(att.response_name().encode() + b" " + render.section(msg, att, key))
+            items.append(att.response_name().encode() + b" " + render.section(msg, att, (folder, info.uid)))
     return items
 
 

@@ -2,8 +2,9 @@
 (`kinmail.message.structure`, `kinmail.message.sections`): ENVELOPE, BODY, BODYSTRUCTURE, RFC822.HEADER,
 RFC822.TEXT, BODY[section]<partial>, BINARY[section], BINARY.SIZE (RFC 9051 §6.4.5, RFC 3516).
 
-ENVELOPE, BODY, BODYSTRUCTURE and the header section are kept in a bounded in-memory cache, so that clients listing a folder
-again do not make the server read and parse every message again. Keeps nothing on disk.
+ENVELOPE, BODY, BODYSTRUCTURE and the header section are kept in a bounded in-memory cache (16 MB, one entry per
+message: about 15,000 messages of ordinary mail), so that clients listing a folder again do not make the server
+read and parse every message again. Keeps nothing on disk.
 """
 
 from __future__ import annotations
@@ -54,17 +55,43 @@ class Rendered:
         return self._message
 
 
-# ENVELOPE / BODY / BODYSTRUCTURE by (user, folder, uidvalidity, uid, item, utf8): they never change for a
-# message, and clients ask for them again and again when they list a folder.
-_CACHE: OrderedDict[tuple[str, str, int, int, str, bool], bytes] = OrderedDict()
-CACHE_BYTES = 16 * 1024 * 1024  # values plus about ENTRY_OVERHEAD per entry (key tuple, dict slot)
-ENTRY_OVERHEAD = 200
+# ENVELOPE, BODY, BODYSTRUCTURE (each plain and UTF8=ACCEPT) and the header section of a message, by
+# (folder key, uid): they never change for a message, and clients ask for them again and again when they list
+# a folder. One entry per message, its renderings in slots: a key, a list and the LRU bookkeeping cost about
+# ENTRY_OVERHEAD bytes, which one entry per rendering paid three times over.
+Key = tuple[int, int]
+_CACHE: OrderedDict[Key, list[bytes | None]] = OrderedDict()
+CACHE_BYTES = 16 * 1024 * 1024  # what the entries hold in memory, bookkeeping included
+ENTRY_OVERHEAD = 280  # the key tuple and its uid, the list of slots, the OrderedDict's links (measured)
+VALUE_OVERHEAD = 33  # a bytes object's header
 _cache_bytes = 0
 CACHEABLE = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
+SLOTS = {
+    ("ENVELOPE", False): 0,
+    ("ENVELOPE", True): 1,
+    ("BODY", False): 2,
+    ("BODY", True): 3,
+    ("BODYSTRUCTURE", False): 4,
+    ("BODYSTRUCTURE", True): 5,
+}
+HEADER_SLOT = 6
+_FOLDER_KEYS: dict[tuple[str, str, int], int] = {}
 
 
-def cached(key: tuple[str, str, int, int, str, bool]) -> bytes | None:
-    value = _CACHE.get(key)
+def folder_key(user: str, folder: str, uidvalidity: int) -> int:
+    """A small number standing for (user, folder, uidvalidity) in cache keys."""
+    ident = (user, folder, uidvalidity)
+    key = _FOLDER_KEYS.get(ident)
+    if key is None:
+        key = _FOLDER_KEYS.setdefault(ident, len(_FOLDER_KEYS))
+    return key
+
+
+def cached(key: Key, slot: int) -> bytes | None:
+    entry = _CACHE.get(key)
+    if entry is None:
+        return None
+    value = entry[slot]
     if value is not None:
         try:
             _CACHE.move_to_end(key)
@@ -73,25 +100,28 @@ def cached(key: tuple[str, str, int, int, str, bool]) -> bytes | None:
     return value
 
 
-def _remember(key: tuple[str, str, int, int, str, bool], value: bytes) -> None:
-    """Keep a rendering; the least recently used go once the cache holds more than CACHE_BYTES."""
+def _remember(key: Key, slot: int, value: bytes) -> None:
+    """Keep a rendering; the least recently used messages go once the cache holds more than CACHE_BYTES."""
     global _cache_bytes
-    old = _CACHE.pop(key, None)
+    entry = _CACHE.get(key)
+    if entry is None:
+        entry = _CACHE[key] = [None] * 7
+        _cache_bytes += ENTRY_OVERHEAD
+    old = entry[slot]
     if old is not None:
-        _cache_bytes -= len(old) + ENTRY_OVERHEAD
-    _CACHE[key] = value
-    _cache_bytes += len(value) + ENTRY_OVERHEAD
+        _cache_bytes -= len(old) + VALUE_OVERHEAD
+    entry[slot] = value
+    _cache_bytes += len(value) + VALUE_OVERHEAD
     while _cache_bytes > CACHE_BYTES and _CACHE:
         _gone_key, gone = _CACHE.popitem(last=False)
-        _cache_bytes -= len(gone) + ENTRY_OVERHEAD
+        _cache_bytes -= ENTRY_OVERHEAD + sum(len(v) + VALUE_OVERHEAD for v in gone if v is not None)
 
 
-def simple(
-    key: tuple[str, str, int, int, str, bool], msg: Rendered | None, name: str, utf8: bool = False
-) -> bytes:
+def simple(key: Key, msg: Rendered | None, name: str, utf8: bool = False) -> bytes:
     """ENVELOPE, BODY, BODYSTRUCTURE (cached), RFC822.HEADER, RFC822.TEXT."""
     if name in CACHEABLE:
-        value = cached(key)
+        slot = SLOTS[name, utf8]
+        value = cached(key, slot)
         if value is not None:
             return value
         if msg is None:
@@ -100,7 +130,7 @@ def simple(
             value = structure.envelope(msg.message, utf8)
         else:
             value = structure.bodystructure(msg.message, extended=name == "BODYSTRUCTURE", utf8=utf8)
-        _remember(key, value)
+        _remember(key, slot, value)
         return value
     assert msg is not None
     if name == "RFC822.HEADER":
@@ -114,18 +144,18 @@ def is_whole_header(att: FetchAtt) -> bool:
     return sec is not None and not sec.part and sec.text == "HEADER" and att.name.startswith("BODY")
 
 
-def header(key: tuple[str, str, int, int, str, bool], msg: Rendered | None) -> bytes:
+def header(key: Key, msg: Rendered | None) -> bytes:
     """The message's header section (cached like ENVELOPE: clients list folders with BODY.PEEK[HEADER])."""
-    value = cached(key)
+    value = cached(key, HEADER_SLOT)
     if value is None:
         if msg is None:
             raise NeedsFile("HEADER")
         value = sections.section_bytes(msg.message, (), "HEADER") or b""
-        _remember(key, value)
+        _remember(key, HEADER_SLOT, value)
     return value
 
 
-def section(msg: Rendered | None, att: FetchAtt, header_key: tuple[str, str, int, int, str, bool]) -> bytes:
+def section(msg: Rendered | None, att: FetchAtt, header_key: Key) -> bytes:
     """BODY[section]<partial>, BINARY[section]<partial>, BINARY.SIZE[section]; `msg` may be None only
     for a whole header that is cached."""
     if is_whole_header(att):
