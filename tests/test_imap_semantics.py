@@ -239,3 +239,21 @@ def test_a_held_user_lock_stalls_only_that_users_commands(server: KinmailServer)
     assert b"\\Flagged" in data[0]  # type: ignore[operator]
     for m in (a, b):
         m.logout()
+
+
+def test_select_lists_the_keywords_in_use(server: KinmailServer) -> None:
+    """SELECT's FLAGS response (RFC 9051 §7.3.5): the system flags and every keyword set on some message."""
+    m = login(server)
+    m.create("Keywords")
+    for n in range(4):
+        m.append("Keywords", r"(\Seen $Label1)" if n % 2 else "(Work)", None, message(f"keyword {n}"))
+    m.select("Keywords")
+    flags = m.untagged_responses["FLAGS"][-1]
+    assert b"\\Seen" in flags and b"\\Deleted" in flags
+    assert b"$Label1" in flags and b"Work" in flags
+    m.store("1:*", "-FLAGS", "(Work)")
+    m.close()
+    m.select("Keywords")
+    flags = m.untagged_responses["FLAGS"][-1]
+    assert b"$Label1" in flags and b"Work" not in flags
+    m.logout()

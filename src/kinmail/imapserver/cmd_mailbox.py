@@ -10,6 +10,7 @@ Keeps nothing on disk (the store does).
 from __future__ import annotations
 
 import bisect
+import operator
 import re
 from typing import TYPE_CHECKING
 
@@ -91,12 +92,14 @@ async def _open(
         raise ImapError(Status.NO, f"Invalid folder name: {exc}", Code.CANNOT) from exc
 
 
-def keywords_of(mailbox: Mailbox, sel: SelectedMailbox) -> list[str]:
-    known = getattr(mailbox, "keywords", None)
-    words: set[str] = set(known() if callable(known) else known or ())
-    for info in sel.msgs.values():
-        words.update(f for f in info.flags if not f.startswith("\\"))
-    return sorted(words)
+def keywords_of(sel: SelectedMailbox) -> list[str]:
+    """The keywords set on some message of the selected folder (FLAGS, RFC 9051 §7.3.5). Messages share a few
+    distinct flag sets: those are gathered first (in C), then their keywords."""
+    distinct = set(map(_FLAGS_OF, sel.msgs.values()))
+    return sorted(f for f in frozenset().union(*distinct) if not f.startswith("\\"))
+
+
+_FLAGS_OF = operator.attrgetter("flags")
 
 
 # --- SELECT / EXAMINE ------------------------------------------------------------------------------------
@@ -132,7 +135,7 @@ async def _select(s: Session, cmd: Command, readonly: bool) -> None:
     mailbox, (modseq, infos) = await _open(s, name, with_messages=True)
     sel = SelectedMailbox(s, mailbox, readonly=readonly)
     sel.load(infos, modseq)
-    kw = keywords_of(mailbox, sel)
+    kw = keywords_of(sel)
     flags = " ".join([*SYSTEM_FLAGS, *kw])
     s.untagged(f"FLAGS ({flags})")
     s.untagged(f"{sel.exists} EXISTS")
