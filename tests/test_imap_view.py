@@ -41,3 +41,12 @@ def test_sessions_in_the_same_state_share_until_one_changes() -> None:
     assert b.uids == [1, 2, 3, 4, 5]  # the other session's view is as it was
     assert b[3].flags == frozenset()
     assert c.uids == [1, 2, 3, 4, 5]
+
+
+def test_uids_with_a_flag() -> None:
+    deleted = frozenset({"\\Deleted"})
+    view = UidMap([3, 5, 8, 9], [info(3), info(5, deleted), info(8, frozenset({"\\Seen"})), info(9, deleted)])
+    assert view.with_flag("\\Deleted") == [5, 9]
+    assert view.with_flag("\\Seen") == [8]
+    assert view.with_flag("\\Flagged") == []
+    assert UidMap([], []).with_flag("\\Deleted") == []

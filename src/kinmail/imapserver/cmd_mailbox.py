@@ -200,7 +200,7 @@ async def cmd_close(s: Session, cmd: Command) -> None:
     sel = s.selected
     assert sel is not None
     if not sel.readonly:
-        deleted = [u for u, m in sel.msgs.items() if "\\Deleted" in m.flags]
+        deleted = sel.msgs.with_flag("\\Deleted")
         if deleted:
             await quick(sel.mailbox if len(deleted) <= QUICK_UIDS else None, sel.mailbox.expunge, deleted)
     s.selected = None

@@ -343,7 +343,7 @@ async def _expunge(s: Session, cmd: Command, uid_set: list[int] | None) -> None:
     if sel.readonly:
         raise ImapError(Status.NO, "Mailbox is read-only", Code.READ_ONLY)
     await s.sync(expunges=True)
-    deleted = [u for u, m in sel.msgs.items() if "\\Deleted" in m.flags]
+    deleted = sel.msgs.with_flag("\\Deleted")
     if uid_set is not None:
         wanted = set(uid_set)
         deleted = [u for u in deleted if u in wanted]

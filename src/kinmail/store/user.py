@@ -81,9 +81,19 @@ class FolderState:
             self._keywords = maildir.Keywords(self.path)
         return self._keywords
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @path.setter
+    def path(self, value: Path) -> None:
+        self._path = value
+        self._new_dir = os.path.join(value, "new")  # `mtimes` runs on every look at the folder
+        self._cur_dir = os.path.join(value, "cur")
+
     def mtimes(self) -> tuple[int, int]:
         try:
-            return (os.stat(self.path / "new").st_mtime_ns, os.stat(self.path / "cur").st_mtime_ns)
+            return (os.stat(self._new_dir).st_mtime_ns, os.stat(self._cur_dir).st_mtime_ns)
         except FileNotFoundError:
             return (0, 0)
 
