@@ -371,3 +371,22 @@ def test_mailboxes_if_open_only_for_open_users(store: Store) -> None:
     again = store.mailboxes_if_open(ALICE)
     assert again is not None and again.open("INBOX").exists() == 1
     assert store.mailboxes_if_open("bob@example.test") is None
+
+
+def test_keywords_after_a_folder_rename_go_to_its_new_place(store: Store, tmp_path: Path) -> None:
+    mb = store.mailboxes("alice@example.test")
+    mb.create_folder("Before")
+    box = mb.open("Before")
+    uid = box.append(b"Subject: k\r\n\r\nbody\r\n", ["$First"])
+    mb.rename_folder("Before", "After")
+    box = mb.open("After")
+    box.store_flags([uid], ["$Second"], "add")
+    root = tmp_path / "mail" / "example.test" / "alice"
+    assert not (root / ".Before").exists()
+    assert "$Second" in (root / ".After" / "dovecot-keywords").read_text()
+    fresh = Store(tmp_path / "mail", tmp_path / "index2")  # a new index, read back from the Maildir
+    try:
+        info = fresh.mailboxes("alice@example.test").open("After").get(uid)
+        assert info is not None and {"$First", "$Second"} <= info.flags
+    finally:
+        fresh.close()

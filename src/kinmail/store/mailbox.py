@@ -281,7 +281,7 @@ class Mailbox:
         Each file is written to tmp/ and fsynced, then, under the lock, one rename pass, one fsync per target
         directory, one `dovecot-uidlist` append and one index transaction for all of them. All or nothing: on
         an error before the commit no UID is assigned and the files are removed again, also those already
-        renamed into the folder (`_take_back`)
+        renamed into the folder (`_take_back`).
         """
         if not messages:
             return []

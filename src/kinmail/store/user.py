@@ -69,9 +69,9 @@ class FolderState:
     """A folder of an open user: its index row, its directory, keywords, and (once asked for) its messages."""
 
     def __init__(self, row: FolderRow, path: Path) -> None:
+        self._keywords: maildir.Keywords | None = None
         self.row = row
         self.path = path
-        self._keywords: maildir.Keywords | None = None
         self.infos: dict[int, MessageInfo] | None = None
         self.cache_modseq = 0
 
@@ -90,6 +90,7 @@ class FolderState:
         self._path = value
         self._new_dir = os.path.join(value, "new")  # `mtimes` runs on every look at the folder
         self._cur_dir = os.path.join(value, "cur")
+        self._keywords = None  # `dovecot-keywords` of the folder where it is now (RENAME moves it)
 
     def mtimes(self) -> tuple[int, int]:
         try:
