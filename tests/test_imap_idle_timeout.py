@@ -13,7 +13,10 @@ from kinmail.imapserver.service import Connection
 
 async def serve_one(idle_timeout: int) -> tuple[asyncio.Server, int]:
     imap = Imap().model_copy(update={"idle_timeout": idle_timeout})
-    rt = SimpleNamespace(config=SimpleNamespace(imap=imap), ssl_context=None)
+    store = SimpleNamespace(
+        backfill=SimpleNamespace(busy=lambda: None)
+    )  # commands tell the indexer users are busy
+    rt = SimpleNamespace(config=SimpleNamespace(imap=imap), ssl_context=None, store=store)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await Connection(rt, reader, writer, tls=False).run()  # type: ignore[arg-type]

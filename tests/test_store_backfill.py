@@ -123,3 +123,18 @@ def test_no_batch_starts_while_a_search_runs() -> None:
         assert calls == ["INBOX"]
     finally:
         backfill.close()
+
+
+def test_users_at_work_put_the_indexer_off_but_not_forever() -> None:
+    done = threading.Event()
+    backfill = TextBackfill(lambda address, folder: bool(done.set()), quiet=0.3, max_delay=1.2)
+    try:
+        backfill.note(ALICE, "INBOX")
+        started = time.monotonic()
+        while not done.is_set() and time.monotonic() - started < 3:
+            backfill.busy()  # IMAP commands every 50 ms: never quiet
+            time.sleep(0.05)
+        assert done.is_set()
+        assert 1.0 <= time.monotonic() - started < 3  # it waited for max_delay, not just `quiet`
+    finally:
+        backfill.close()

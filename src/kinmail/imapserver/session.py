@@ -201,6 +201,7 @@ class Session:
     # --- dispatch ----------------------------------------------------------------------------------------
     async def execute(self, cmd: Command) -> None:
         started = time.perf_counter()
+        self.rt.store.backfill.busy()  # full-text indexing waits for a quiet moment
         entry = COMMANDS.get(cmd.name)
         self.current_uid_command = cmd.name.startswith("UID ")
         status = "OK"

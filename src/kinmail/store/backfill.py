@@ -5,8 +5,8 @@ Extracting the text of a message and adding it to the FTS5 trigram table costs m
 (a new FTS segment per small transaction, the decoding of every part), so `Mailbox.append` and `append_many`
 leave it out and mark the message `fts_done=0`, and tell the store's `TextBackfill` which folder got them
 (`UserState.stored_hook`; files a scan finds, such as an imported Maildir, wait for the first search); the thread indexes a batch at a time (`Mailbox.index_batch`: the text is
-extracted outside the user's lock, one transaction per batch) when no message arrived for `quiet` seconds, or
-when a folder has waited `max_delay` seconds under steady load. SEARCH BODY/TEXT never depends on it: it first
+extracted outside the user's lock, one transaction per batch) when no message arrived and no IMAP command ran
+(`busy`) for `quiet` seconds, or when a folder has waited `max_delay` seconds under steady load. SEARCH BODY/TEXT never depends on it: it first
 indexes what is still pending in its folder (`Mailbox.search_text`), and no new batch starts while it runs
 (`paused`, through `UserState.text_gate`). Keeps nothing on disk of its own.
 """
@@ -72,6 +72,12 @@ class TextBackfill:
     def held_back(self) -> bool:
         """Whether a search asks the indexer to stand aside (a batch under way ends early)."""
         return self._paused > 0
+
+    def busy(self) -> None:
+        """Users are at work (an IMAP command ran): like a delivery, it puts off the next batch until the store
+        has been quiet for `quiet` seconds (a folder still waits no longer than `max_delay`). No lock: one
+        float written, read by the thread when it next looks."""
+        self._last_note = time.monotonic()
 
     def close(self) -> None:
         with self._cond:
