@@ -495,7 +495,7 @@ class Mailbox:
             self._note_own_write(fs, before)
         self._after_commit(fs, removed=uids)
         user.queue_change(fs, ChangeKind.EXPUNGE, uids)
-        if stale > max(1000, user.db.count(fs.row.id)):
+        if stale > 1000 and stale > user.db.count(fs.row.id):  # counted only when it may matter
             maildir.write_uidlist(fs.path, fs.row.uidvalidity, fs.row.uidnext, user.db.uid_bases(fs.row.id))
             with user.db.transaction():
                 user.db.reset_stale(fs.row.id)
