@@ -10,7 +10,6 @@ Keeps nothing on disk (the store does).
 from __future__ import annotations
 
 import bisect
-import operator
 import re
 from typing import TYPE_CHECKING
 
@@ -18,7 +17,6 @@ from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_te
 from kinmail.imapserver.session import (
     AUTH,
     QUICK_MESSAGES,
-    QUICK_UIDS,
     SELECTED,
     Session,
     State,
@@ -95,11 +93,7 @@ async def _open(
 def keywords_of(sel: SelectedMailbox) -> list[str]:
     """The keywords set on some message of the selected folder (FLAGS, RFC 9051 §7.3.5). Messages share a few
     distinct flag sets: those are gathered first (in C), then their keywords."""
-    distinct = set(map(_FLAGS_OF, sel.msgs.values()))
-    return sorted(f for f in frozenset().union(*distinct) if not f.startswith("\\"))
-
-
-_FLAGS_OF = operator.attrgetter("flags")
+    return sorted(f for f in frozenset().union(*sel.msgs.flag_sets()) if not f.startswith("\\"))
 
 
 # --- SELECT / EXAMINE ------------------------------------------------------------------------------------
@@ -202,7 +196,7 @@ async def cmd_close(s: Session, cmd: Command) -> None:
     if not sel.readonly:
         deleted = sel.msgs.with_flag("\\Deleted")
         if deleted:
-            await quick(sel.mailbox if len(deleted) <= QUICK_UIDS else None, sel.mailbox.expunge, deleted)
+            await quick(sel.quick_for(deleted), sel.mailbox.expunge, deleted)
     s.selected = None
     s.state = State.AUTHENTICATED
     s.ok(cmd)

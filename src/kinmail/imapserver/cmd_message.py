@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from kinmail.imapserver import render
 from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox
 from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_text
-from kinmail.imapserver.session import AUTH, QUICK_UIDS, SELECTED, Session, blocking, command, quick
+from kinmail.imapserver.session import AUTH, SELECTED, Session, blocking, command, quick
 from kinmail.proto.imap_args import (
     FetchAtt,
     as_atom,
@@ -103,8 +103,9 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     if sets_seen:
         unseen = [u for u in uids if "\\Seen" not in sel.msgs[u].flags]
         if unseen:
-            small = sel.mailbox if len(unseen) <= QUICK_UIDS else None
-            changed, _failed = await quick(small, sel.mailbox.store_flags, unseen, ["\\Seen"], "add")
+            changed, _failed = await quick(
+                sel.quick_for(unseen), sel.mailbox.store_flags, unseen, ["\\Seen"], "add"
+            )
             sel.note_flags(changed)
             if changed:
                 sel.note_own_commit()
@@ -231,7 +232,7 @@ async def cmd_store(s: Session, cmd: Command) -> None:
     uids = [u for u in sel.uids_for(seqset, uid=uid_cmd, saved=s.saved_search) if u not in sel.expunged]
     try:
         changed, failed = await quick(
-            sel.mailbox if len(uids) <= QUICK_UIDS else None,
+            sel.quick_for(uids),
             sel.mailbox.store_flags,
             uids,
             flags,
@@ -348,7 +349,7 @@ async def _expunge(s: Session, cmd: Command, uid_set: list[int] | None) -> None:
         wanted = set(uid_set)
         deleted = [u for u in deleted if u in wanted]
     if deleted:
-        gone = await quick(sel.mailbox if len(deleted) <= QUICK_UIDS else None, sel.mailbox.expunge, deleted)
+        gone = await quick(sel.quick_for(deleted), sel.mailbox.expunge, deleted)
         sel.note_expunged(gone)
         if gone:
             sel.note_own_commit()

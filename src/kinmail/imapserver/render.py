@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 from kinmail.message import sections, structure
 from kinmail.message.mime import Message
 from kinmail.proto.imap_args import FetchAtt
 from kinmail.proto.imap_response import Code, ImapError, Status, literal
-
-if TYPE_CHECKING:
-    pass
 
 _AVAILABLE: bool | None = None
 
@@ -74,7 +70,7 @@ SLOTS = {
     ("BODYSTRUCTURE", False): 4,
     ("BODYSTRUCTURE", True): 5,
 }
-HEADER_SLOT = 6
+HEADER_SLOT = len(SLOTS)
 _FOLDER_KEYS: dict[tuple[str, str, int], int] = {}
 
 
@@ -105,7 +101,7 @@ def _remember(key: Key, slot: int, value: bytes) -> None:
     global _cache_bytes
     entry = _CACHE.get(key)
     if entry is None:
-        entry = _CACHE[key] = [None] * 7
+        entry = _CACHE[key] = [None] * (HEADER_SLOT + 1)
         _cache_bytes += ENTRY_OVERHEAD
     old = entry[slot]
     if old is not None:

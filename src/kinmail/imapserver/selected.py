@@ -15,7 +15,7 @@ import operator
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from kinmail.imapserver.session import QUICK_MESSAGES, quick
+from kinmail.imapserver.session import QUICK_MESSAGES, QUICK_UIDS, quick
 from kinmail.proto.imap_args import SeqSet
 from kinmail.proto.imap_response import ImapError, Status
 from kinmail.store.errors import NoSuchFolder
@@ -90,6 +90,10 @@ class UidMap:
 
     def values(self) -> list[MessageInfo]:
         return self._infos
+
+    def flag_sets(self) -> set[frozenset[str]]:
+        """The distinct flag sets of the view's messages (a few, however many messages)."""
+        return set(map(_FLAGS_OF, self._infos))
 
     def with_flag(self, flag: str) -> list[int]:
         """UIDs of the messages that carry `flag` (EXPUNGE's \\Deleted), without a Python loop per message."""
@@ -249,6 +253,11 @@ class SelectedMailbox:
     def _quick_holder(self) -> Mailbox | None:
         """The folder, for `quick` store calls, when it is small enough to scan on the event loop."""
         return self.mailbox if len(self.uids) <= QUICK_MESSAGES else None
+
+    def quick_for(self, uids: list[int]) -> Mailbox | None:
+        """The folder, for a `quick` store call on `uids` (STORE, EXPUNGE): when they are few enough to change
+        on the event loop."""
+        return self.mailbox if len(uids) <= QUICK_UIDS else None
 
     async def refresh(self) -> None:
         """Pick up files other programs added to or removed from the Maildir (NOOP, CHECK, IDLE), and ask

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kinmail.core import clock
-from kinmail.core.atomic import atomic_write, fsync_dir, sync_many
+from kinmail.core.atomic import atomic_write, fsync_dir, sync_many, write_all
 from kinmail.core.errors import KinmailError
 from kinmail.core.ids import new_queue_id
 from kinmail.core.log import get_logger
@@ -131,9 +131,7 @@ class FilePool:
         """A file at `path` holding exactly `data` (a kept one cut to length), still open and not yet synced."""
         fd, reused = self.take(path)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             if reused:
                 os.ftruncate(fd, len(data))
         except BaseException:
@@ -177,10 +175,7 @@ class SpoolFile:
     def write(self, data: bytes) -> None:
         if self._fd is None:
             raise KinmailError("spool file is closed")
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        write_all(self._fd, data)
         self.size += len(data)
 
     def fileno(self) -> int:

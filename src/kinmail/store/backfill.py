@@ -6,9 +6,10 @@ Extracting the text of a message and adding it to the FTS5 trigram table costs m
 leave it out and mark the message `fts_done=0`, and tell the store's `TextBackfill` which folder got them
 (`UserState.stored_hook`; files a scan finds, such as an imported Maildir, wait for the first search); the thread indexes a batch at a time (`Mailbox.index_batch`: the text is
 extracted outside the user's lock, one transaction per batch) when no message arrived and no IMAP command ran
-(`busy`) for `quiet` seconds, or when a folder has waited `max_delay` seconds under steady load. SEARCH BODY/TEXT never depends on it: it first
-indexes what is still pending in its folder (`Mailbox.search_text`), and no new batch starts while it runs
-(`paused`, through `UserState.text_gate`). Keeps nothing on disk of its own.
+(`busy`) for `quiet` seconds, or when a folder has waited `max_delay` seconds under steady load. SEARCH
+BODY/TEXT never depends on it: it first indexes what is still pending in its folder (`Mailbox.search_text`),
+and no new batch starts while it runs (`paused`, through `UserState.text_gate`). Keeps nothing on disk of its
+own.
 """
 
 from __future__ import annotations

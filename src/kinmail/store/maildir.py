@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinmail.core.atomic import atomic_write, fsync_dir, sync_many
+from kinmail.core.atomic import atomic_write, fsync_dir, sync_many, write_all
 
 SYSTEM_FLAGS = {
     "D": "\\Draft",
@@ -198,9 +198,7 @@ def write_tmp_many(folder_path: Path, datas: Sequence[bytes], mtime: float | Non
             tmp = folder_path / "tmp" / base
             fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             written.append((tmp, base))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fds[-1], view) :]
+            write_all(fds[-1], data)
         sync_many(fds)
     except BaseException:
         for tmp, _base in written:
