@@ -96,6 +96,30 @@ def test_quota_from_the_users_quota(strict: KinmailServer) -> None:
     m.logout()
 
 
+def test_multiappend_over_quota_stores_none_of_its_messages(strict: KinmailServer) -> None:
+    """RFC 3502 §3: a MULTIAPPEND is all or nothing — here the second message would pass the quota."""
+    m = imaplib.IMAP4_SSL(HOST, strict.port("imaps"), ssl_context=tls(strict))
+    m.login(BOB, USERS[BOB])
+    m.create("Multi")
+    one = b"Subject: part one\r\n\r\n" + b"x" * 400_000 + b"\r\n"
+    two = b"Subject: part two\r\n\r\n" + b"y" * 700_000 + b"\r\n"
+    m.send(b"m1 APPEND Multi {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(one), one, len(two), two))
+    line = m.readline()
+    while not line.startswith(b"m1 "):
+        line = m.readline()
+    assert line.startswith(b"m1 NO") and b"OVERQUOTA" in line
+    typ, data = m.status("Multi", "(MESSAGES)")
+    assert typ == "OK" and b"MESSAGES 0" in data[0]  # type: ignore[operator]
+    m.send(b"m2 APPEND Multi {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(one), one, len(one), one))
+    line = m.readline()
+    while not line.startswith(b"m2 "):
+        line = m.readline()
+    assert line.startswith(b"m2 OK") and b"APPENDUID" in line
+    typ, data = m.status("Multi", "(MESSAGES)")
+    assert b"MESSAGES 2" in data[0]  # type: ignore[operator]
+    m.logout()
+
+
 def test_runner_reports_a_wrong_reply(strict: KinmailServer, tmp_path: Path) -> None:
     """The imaptest runner must fail when the server's answer differs (else its passes mean nothing)."""
     cases = {

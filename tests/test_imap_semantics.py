@@ -241,6 +241,89 @@ def test_a_held_user_lock_stalls_only_that_users_commands(server: KinmailServer)
         m.logout()
 
 
+def test_a_held_user_lock_holds_back_only_that_users_append(server: KinmailServer) -> None:
+    """APPENDs of all sessions are stored in batches by one thread; while another process holds one user's
+    lock, that user's APPEND waits (its file already written and synced) and other users' APPENDs complete;
+    once the lock is free it completes too, stored once, with the UID its APPENDUID gave."""
+    a, b = login(server, ALICE), login(server, BOB)
+    a.create("Held")
+    b.create("Free")
+    local, _, domain = ALICE.partition("@")
+    lock_path = server.data_dir / "index" / domain / f"{local}.lock"
+    done = threading.Event()
+    result: list[tuple[str, list[bytes | None]]] = []
+
+    def append() -> None:
+        result.append(a.append("Held", None, None, message("held 1")))
+        done.set()
+
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        worker = threading.Thread(target=append)
+        worker.start()
+        assert not done.wait(0.5), "APPEND went ahead while another process held the user's lock"
+        typ, data = b.append("Free", None, None, message("free 1"))  # another user: stored meanwhile
+        assert typ == "OK" and b"APPENDUID" in (data[0] or b"") and not done.is_set()
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert done.wait(10)
+    worker.join()
+    typ, data = result[0]
+    assert typ == "OK"
+    uid = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+    assert uid is not None
+    a.select("Held")
+    typ, found = a.uid("SEARCH", "SUBJECT", '"held 1"')
+    assert found[0] == uid.group(1)
+    for m in (a, b):
+        m.logout()
+
+
+def test_concurrent_appends_of_many_sessions_each_land_once(server: KinmailServer) -> None:
+    """Eight sessions of two users append at once into shared folders: every message is stored exactly once,
+    under the UID its APPENDUID named, and no UID is given twice."""
+    for user in (ALICE, BOB):
+        m = login(server, user)
+        m.create("Burst")
+        m.logout()
+    per_session = 15
+    answers: dict[tuple[str, str], bytes] = {}
+    lock = threading.Lock()
+
+    def session(user: str, n: int) -> None:
+        m = login(server, user)
+        for i in range(per_session):
+            subject = f"burst {n}-{i}"
+            typ, data = m.append("Burst", None, None, message(subject))
+            assert typ == "OK"
+            with lock:
+                answers[(user, subject)] = data[0] or b""
+        m.logout()
+
+    threads = [threading.Thread(target=session, args=(user, n)) for n in range(4) for user in (ALICE, BOB)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for user in (ALICE, BOB):
+        m = login(server, user)
+        m.select("Burst")
+        _typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        stored = {}
+        for part in data:
+            if isinstance(part, tuple):
+                uid = re.search(rb"UID (\d+)", part[0])
+                assert uid is not None
+                stored[part[1].decode().strip().removeprefix("Subject: ")] = uid.group(1)
+        mine = {subject: answer for (u, subject), answer in answers.items() if u == user}
+        assert len(stored) == len(mine) == 4 * per_session
+        for subject, answer in mine.items():
+            assert answer.split()[2].rstrip(b"]") == stored[subject]
+        m.logout()
+
+
 def test_select_lists_the_keywords_in_use(server: KinmailServer) -> None:
     """SELECT's FLAGS response (RFC 9051 §7.3.5): the system flags and every keyword set on some message."""
     m = login(server)

@@ -159,3 +159,74 @@ def test_a_store_that_fails_before_its_commit_leaves_no_file_behind(
         box.append(msg("retried 1"), ["\\Seen"])
     subjects = [box.read(uid).split(b"Subject: ")[1].split(b"\r\n")[0] for uid in box.uids()]
     assert subjects == [b"before", b"retried 1", b"retried 2"] if many else [b"before", b"retried 1"]
+
+
+def test_append_group_stores_each_job_of_several_users_and_folders(store: Store, tmp_path: Path) -> None:
+    """`store.groupappend`: jobs of two users, two of them in one folder, one over its user's quota. Each
+    job gets consecutive UIDs of its own folder; the failing one leaves no file and does not stop the others."""
+    from kinmail.store.groupappend import AppendJob, append_group
+
+    alice = store.mailboxes(ALICE)
+    alice.create_folder("Work")
+    store.quota_for = lambda address: 500 if address.startswith("bob") else None
+    bob = store.mailboxes("bob@example.test")
+    jobs = [
+        AppendJob(alice.open("INBOX"), [(msg("a1"), (), None), (msg("a2"), ["\\Seen"], 1_700_000_000.0)]),
+        AppendJob(alice.open("Work"), [(msg("w1"), ["$Work"], None)]),
+        AppendJob(bob.open("INBOX"), [(msg("b-big", "x" * 600), (), None)]),
+        AppendJob(alice.open("INBOX"), [(msg("a3"), (), None)]),
+        AppendJob(bob.open("INBOX"), [(msg("b1"), (), None)]),
+    ]
+    append_group(jobs)
+    assert [job.uids for job in jobs] == [[1, 2], [1], [], [3], [1]]
+    assert isinstance(jobs[2].error, QuotaExceeded) and all(j.error is None for j in jobs if j is not jobs[2])
+    inbox = alice.open("INBOX")
+    subjects = [inbox.read(uid).split(b"\r\n")[1] for uid in (1, 2, 3)]
+    assert subjects == [b"Subject: a1", b"Subject: a2", b"Subject: a3"]
+    second = inbox.get(2)
+    assert second is not None and second.flags == {"\\Seen"} and second.internaldate == 1_700_000_000.0
+    work = alice.open("Work").get(1)
+    assert work is not None and work.flags == {"$Work"}
+    bob_root = tmp_path / "mail" / "example.test" / "bob"
+    assert len(os.listdir(bob_root / "new")) == 1 and os.listdir(bob_root / "tmp") == []
+    # a store opened afresh (the index read again, the Maildir scanned) finds the same, nothing twice
+    again = Store(tmp_path / "mail", tmp_path / "index")
+    try:
+        assert sorted(again.mailboxes(ALICE).open("INBOX").uids()) == [1, 2, 3]
+        assert sorted(again.mailboxes("bob@example.test").open("INBOX").uids()) == [1]
+    finally:
+        again.close()
+
+
+def test_append_group_defers_a_job_whose_user_is_locked(store: Store, tmp_path: Path) -> None:
+    """A job whose user's lock another thread holds is left written and synced, not waited for; the other
+    users' jobs are stored, and `finish_deferred` lands the deferred one once the lock is free."""
+    import threading
+
+    from kinmail.store.groupappend import AppendJob, append_group, finish_deferred
+
+    alice, bob = store.mailboxes(ALICE), store.mailboxes("bob@example.test")
+    jobs = [
+        AppendJob(alice.open("INBOX"), [(msg("a"), (), None)]),
+        AppendJob(bob.open("INBOX"), [(msg("b"), (), None)]),
+    ]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with jobs[0].mailbox.user_state.writing():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        append_group(jobs)
+        assert jobs[0].deferred and jobs[0].uids == [] and jobs[1].uids == [1]
+        assert alice.open("INBOX", scan=False).uids() == []
+    finally:
+        release.set()
+        holder.join()
+    assert finish_deferred(jobs[0]) == [1]
+    assert alice.open("INBOX").uids() == [1]
+    assert os.listdir(root(tmp_path) / "tmp") == []

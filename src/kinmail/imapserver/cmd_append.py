@@ -11,6 +11,7 @@ import base64
 import re
 from urllib.parse import unquote
 
+from kinmail.imapserver.appendqueue import APPENDS
 from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox, user_mailboxes
 from kinmail.imapserver.session import AUTH, Session, blocking, command
 from kinmail.proto.imap_args import as_astring, as_atom, parse_datetime, parse_flags
@@ -23,7 +24,6 @@ from kinmail.store.errors import (
     QuotaExceeded,
     StoreError,
 )
-from kinmail.store.mailbox import Mailbox
 
 _URL_RE = re.compile(
     r"(?:imap://[^/]*)?/?([^;]*?)/?(?:;UIDVALIDITY=(\d+))?/;UID=(\d+)(?:/;SECTION=([^;/]*))?(?:/;PARTIAL=(\d+)(?:\.(\d+))?)?",
@@ -155,17 +155,11 @@ async def cmd_append(s: Session, cmd: Command) -> None:
     limit = s.rt.config.imap.max_literal_size
     if any(len(data) > limit for _flags, _date, data in messages):
         raise ImapError(Status.NO, "Message too big", Code.TOOBIG)
-    uids: list[int] = []
-
-    def store_all() -> Mailbox:
-        """Open the folder (no scan: APPEND only adds) and store the messages, in one worker trip."""
-        mailbox = mailboxes.open(name, scan=False)
-        for flags, date, data in messages:
-            uids.append(mailbox.append(data, flags, date))
-        return mailbox
-
     try:
-        mailbox = await blocking(store_all)
+        mailbox, uids = await APPENDS.append(
+            lambda: mailboxes.open(name, scan=False),  # no scan: APPEND only adds
+            [(data, flags, date) for flags, date, data in messages],
+        )
     except (NoSuchFolder, InvalidFolderName) as exc:
         raise ImapError(Status.NO, "Mailbox does not exist", Code.TRYCREATE) from exc
     except QuotaExceeded as exc:

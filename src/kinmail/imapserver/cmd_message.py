@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kinmail.imapserver import render
@@ -147,52 +148,87 @@ def _render_batch(
     always_file = not all(
         (a.section is None and a.name in render.CACHEABLE) or render.is_whole_header(a) for a in content
     )
+    plan = _plan(sel, folder, atts, utf8)
     for info, seq in zip(batch, seqs, strict=True):
         try:
             msg = render.Rendered(sel.mailbox.read(info.uid)) if always_file else None
             try:
-                items = _fetch_items(sel, folder, info, msg, atts, utf8)
+                items = [item(info, msg) for item in plan]
             except render.NeedsFile:  # a rendering not cached (yet, or any more)
                 msg = render.Rendered(sel.mailbox.read(info.uid))
-                items = _fetch_items(sel, folder, info, msg, atts, utf8)
+                items = [item(info, msg) for item in plan]
         except (MessageGone, FileNotFoundError, NoSuchFolder):
             missing = True
             continue
-        out.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
+        out += (b"* %d FETCH (" % seq, b" ".join(items), b")\r\n")  # joined once, below
     return b"".join(out), missing
 
 
-def _fetch_items(
-    sel: SelectedMailbox,
-    folder: int,
-    info: MessageInfo,
-    msg: render.Rendered | None,
-    atts: list[FetchAtt],
-    utf8: bool,
-) -> list[bytes]:
-    items: list[bytes] = []
+Item = Callable[["MessageInfo", "render.Rendered | None"], bytes]
+
+
+def _plan(sel: SelectedMailbox, folder: int, atts: list[FetchAtt], utf8: bool) -> list[Item]:
+    """One function per FETCH item, chosen once per command rather than for every message: each renders its
+    item of one message (`msg` is None while only cached renderings are asked for; `render.NeedsFile`)."""
+    recent = sel.recent
+    plan: list[Item] = []
     for att in atts:
         name = att.name
         if name == "UID":
-            items.append(b"UID %d" % info.uid)
+            plan.append(lambda info, msg: b"UID %d" % info.uid)
         elif name == "FLAGS":
-            items.append(b"FLAGS " + flags_text(info.flags, info.uid in sel.recent).encode())
+            plan.append(lambda info, msg: b"FLAGS " + flags_bytes(info.flags, info.uid in recent))
         elif name == "INTERNALDATE":
-            items.append(b'INTERNALDATE "' + format_internaldate(info.internaldate).encode() + b'"')
+            plan.append(
+                lambda info, msg: b'INTERNALDATE "%s"' % format_internaldate(info.internaldate).encode()
+            )
         elif name == "RFC822.SIZE":
-            items.append(b"RFC822.SIZE %d" % info.size)
+            plan.append(lambda info, msg: b"RFC822.SIZE %d" % info.size)
         elif name == "MODSEQ":
-            items.append(b"MODSEQ (%d)" % info.modseq)
+            plan.append(lambda info, msg: b"MODSEQ (%d)" % info.modseq)
         elif att.section is None and name in ("EMAILID", "THREADID", "SAVEDATE"):
-            items.append(name.encode() + b" NIL")
+            plan.append(_fixed(name.encode() + b" NIL"))
         elif name == "RFC822":
-            assert msg is not None
-            items.append(b"RFC822 " + literal(msg.raw))
+            plan.append(lambda info, msg: b"RFC822 " + literal(_whole(msg).raw))
         elif att.section is None:
-            items.append(name.encode() + b" " + render.simple((folder, info.uid), msg, name, utf8))
+            plan.append(_simple(folder, name, utf8))
         else:
-            items.append(att.response_name().encode() + b" " + render.section(msg, att, (folder, info.uid)))
-    return items
+            plan.append(_section(folder, att))
+    return plan
+
+
+def _fixed(data: bytes) -> Item:
+    return lambda info, msg: data
+
+
+def _simple(folder: int, name: str, utf8: bool) -> Item:
+    head = name.encode() + b" "
+    return lambda info, msg: head + render.simple((folder, info.uid), msg, name, utf8)
+
+
+def _section(folder: int, att: FetchAtt) -> Item:
+    head = att.response_name().encode() + b" "
+    return lambda info, msg: head + render.section(msg, att, (folder, info.uid))
+
+
+def _whole(msg: render.Rendered | None) -> render.Rendered:
+    if msg is None:
+        raise render.NeedsFile("RFC822")
+    return msg
+
+
+_FLAGS_BYTES: dict[tuple[frozenset[str], bool], bytes] = {}
+
+
+def flags_bytes(flags: frozenset[str], recent: bool) -> bytes:
+    """`flags_text` as bytes, kept per flag set: a folder's messages share a handful of them."""
+    key = (flags, recent)
+    text = _FLAGS_BYTES.get(key)
+    if text is None:
+        if len(_FLAGS_BYTES) >= 4096:
+            _FLAGS_BYTES.clear()
+        text = _FLAGS_BYTES[key] = flags_text(flags, recent).encode()
+    return text
 
 
 # --- STORE -----------------------------------------------------------------------------------------------

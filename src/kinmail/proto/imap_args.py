@@ -9,8 +9,9 @@ from __future__ import annotations
 import calendar
 import functools
 import re
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from kinmail.proto.imap_parser import Atom, ParseError, Str, Token
 
@@ -198,8 +199,11 @@ def parse_datetime(token: Token) -> float:
 
 @functools.lru_cache(maxsize=65536)
 def format_internaldate(ts: float) -> str:
-    t = datetime.fromtimestamp(ts, UTC)
-    return f"{t.day:02d}-{MONTHS[t.month - 1]}-{t.year:04d} {t:%H:%M:%S} +0000"
+    t = time.gmtime(ts)  # whole seconds, as a datetime would show them, at a third of its cost
+    return (
+        f"{t.tm_mday:02d}-{MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+    )
 
 
 def day_start(d: date) -> float:

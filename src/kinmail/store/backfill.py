@@ -50,12 +50,16 @@ class TextBackfill:
         with self._cond:
             if self._closed:
                 return
+            idle = not self._pending  # the thread then waits without a timeout: wake it
             self._pending.setdefault((address, folder), now)
             self._last_note = now
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="store-fts", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif idle:
+                self._cond.notify()
+            # otherwise the thread is in a timed wait and looks at `_last_note` again when it ends: a note only
+            # puts the next batch off, so waking it for each stored message would be a thread switch for nothing
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kinmail.core.atomic import fsync_dir
+from kinmail.core.atomic import fsync_dir, read_all, sync_many
 from kinmail.core.log import get_logger
 from kinmail.store import maildir
 from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
@@ -74,6 +74,47 @@ def _take_back(paths: list[Path]) -> None:
             log.error("store.take_back_failed", path=path.name, reason=exc.strerror)
 
 
+NewMessage = tuple[bytes, Iterable[str], float | None]
+"""A message to add: its bytes, its flags, its INTERNALDATE (None: now)."""
+
+
+class Staged:
+    """Messages on their way into one folder (`Mailbox.stage`, `place`, `commit`)."""
+
+    __slots__ = (
+        "box",
+        "datas",
+        "dates",
+        "fds",
+        "filenames",
+        "first_modseq",
+        "flagsets",
+        "fs",
+        "internals",
+        "placed",
+        "total",
+        "uids",
+        "written",
+    )
+
+    def __init__(
+        self, box: Mailbox, datas: list[bytes], flagsets: list[frozenset[str]], dates: list[float | None]
+    ):
+        self.box = box
+        self.datas = datas
+        self.flagsets = flagsets
+        self.dates = dates
+        self.total = sum(len(d) for d in datas)
+        self.written: list[tuple[Path, str]] = []  # (tmp path, base name)
+        self.fds: list[int] = []  # open until their sync
+        self.placed: list[Path] = []  # renamed into the folder, not yet committed
+        self.filenames: list[str] = []
+        self.internals: list[float] = []
+        self.uids: list[int] = []
+        self.first_modseq = 0
+        self.fs: FolderState | None = None
+
+
 class Mailbox:
     """An open folder of one user. Safe to share between threads; cheap to create."""
 
@@ -99,6 +140,14 @@ class Mailbox:
             raise NoSuchFolder(f"folder {self._name!r} was deleted")
         self._id = folder_id
         return fs
+
+    @property
+    def user_state(self) -> UserState:
+        return self._user
+
+    @property
+    def folder_state(self) -> FolderState:
+        return self._fs
 
     @property
     def name(self) -> str:
@@ -225,8 +274,7 @@ class Mailbox:
             if info is None:
                 raise MessageGone(f"message {uid} was expunged")
             try:
-                with open(os.path.join(self._fs.path, info.filename), "rb") as f:
-                    data = f.read()
+                data = read_all(os.path.join(self._fs.path, info.filename), info.size)
                 # the size counts CRLF line ends: a file of exactly that size has no bare LF to convert
                 return data if len(data) == info.size else maildir.to_crlf(data)
             except FileNotFoundError:
@@ -237,116 +285,132 @@ class Mailbox:
     # --- adding messages ----------------------------------------------------------------------------------
     def append(self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None) -> int:
         """Add a message (IMAP APPEND, delivery); durable when it returns; returns its UID."""
-        data = maildir.to_crlf(data)
-        flagset_ = normalize_flags(flags)
-        self._check_quota(len(data))
-        fs = self._fs
-        tmp, base = maildir.write_tmp(fs.path, data, internaldate)
-        internal = internaldate if internaldate is not None else os.stat(tmp).st_mtime
-        user = self._user
-        placed: list[Path] = []
-        try:
-            with user.writing():
-                fs = self._fs
-                info = fs.keywords.info_for(flagset_)
-                filename = maildir.filename_for(base, info, new=not flagset_)
-                before = fs.mtimes()
-                os.rename(tmp, fs.path / filename)
-                placed.append(fs.path / filename)
-                uid = fs.row.uidnext
-                modseq = fs.row.highestmodseq + 1
-                user.append_uidlist(fs, [(uid, base)])
-                fsync_dir(fs.path / filename.split("/")[0])
-                with user.db.transaction(durable=False):
-                    user.db.insert_message(
-                        fs.row.id, uid, base, filename, modseq, flagtext(set(flagset_)), len(data), internal
-                    )
-                    user.db.set_counters(fs.row.id, uid + 1, modseq)
-                    self._note_own_write(fs, before)
-                placed.clear()  # committed: the file is the folder's now
-                self._after_commit(fs, [MessageInfo(uid, flagset_, modseq, len(data), internal, filename)])
-                user.queue_change(fs, ChangeKind.APPEND, [uid])
-                self._note_unindexed(fs)
-        except BaseException:
-            _take_back([tmp, *placed])
-            raise
-        log.debug("store.append", user=user.address, folder=fs.row.name, uid=uid, size=len(data))
-        return uid
+        return self.append_each([(data, flags, internaldate)])[0]
 
     def append_many(
         self, messages: Sequence[bytes], flags: Iterable[str] = (), internaldate: float | None = None
     ) -> list[int]:
-        """Add several messages at once (group commit for delivery); durable when it returns; their UIDs.
+        """Add several messages at once (group commit for delivery); durable when it returns; their UIDs."""
+        return self.append_each([(data, flags, internaldate) for data in messages])
 
-        Each file is written to tmp/ and fsynced, then, under the lock, one rename pass, one fsync per target
-        directory, one `dovecot-uidlist` append and one index transaction for all of them. All or nothing: on
-        an error before the commit no UID is assigned and the files are removed again, also those already
-        renamed into the folder (`_take_back`).
+    def append_each(self, messages: Sequence[NewMessage]) -> list[int]:
+        """Add messages, each with its own flags and INTERNALDATE (MULTIAPPEND), with one group commit:
+        durable when it returns; their UIDs.
+
+        Each file is written to tmp/, then all are fdatasynced at once; under the lock, one rename pass, one
+        `dovecot-uidlist` append, one fsync per target directory and one index transaction. All or nothing:
+        on an error before the commit no UID is assigned and the files are removed again, also those already
+        renamed into the folder (`_take_back`). `store.groupappend` runs the same stages for several folders.
         """
         if not messages:
             return []
-        datas = [maildir.to_crlf(m) for m in messages]
-        flagset_ = normalize_flags(flags)
-        total = sum(len(d) for d in datas)
-        self._check_quota_cached(total)
-        fs = self._fs
-        written: list[tuple[Path, str]] = []
-        placed: list[Path] = []
-        user = self._user
+        staged = self.stage(messages)
         try:
-            written = maildir.write_tmp_many(fs.path, datas, internaldate)
-            with user.writing():
-                fs = self._fs
-                info = fs.keywords.info_for(flagset_)
-                before = fs.mtimes()
-                filenames = [maildir.filename_for(base, info, new=not flagset_) for _tmp, base in written]
-                internals = [
-                    internaldate if internaldate is not None else os.stat(tmp).st_mtime for tmp, _b in written
-                ]
-                for (tmp, _base), filename in zip(written, filenames, strict=True):
-                    os.rename(tmp, fs.path / filename)
-                    placed.append(fs.path / filename)
-                first_uid = fs.row.uidnext
-                first_modseq = fs.row.highestmodseq + 1
-                uids = list(range(first_uid, first_uid + len(datas)))
-                user.append_uidlist(
-                    fs, [(uid, base) for uid, (_tmp, base) in zip(uids, written, strict=True)]
-                )
-                for sub in sorted({filename.split("/")[0] for filename in filenames}):
-                    fsync_dir(fs.path / sub)
-                added: list[MessageInfo] = []
-                flags_text = flagtext(set(flagset_))
-                usage_before = _usage_key(user)
-                with user.db.transaction(durable=False):
-                    for n, uid in enumerate(uids):
-                        data, filename, internal = datas[n], filenames[n], internals[n]
-                        user.db.insert_message(
-                            fs.row.id,
-                            uid,
-                            written[n][1],
-                            filename,
-                            first_modseq + n,
-                            flags_text,
-                            len(data),
-                            internal,
-                        )
-                        added.append(
-                            MessageInfo(uid, flagset_, first_modseq + n, len(data), internal, filename)
-                        )
-                    user.db.set_counters(fs.row.id, uids[-1] + 1, first_modseq + len(uids) - 1)
-                    self._note_own_write(fs, before)
-                placed.clear()  # committed: the files are the folder's now
-                cached = _USAGE.get(user)
-                if cached is not None and cached[0] == usage_before:
-                    _USAGE[user] = (_usage_key(user), cached[1] + total)
-                self._after_commit(fs, added)
-                user.queue_change(fs, ChangeKind.APPEND, uids)
-                self._note_unindexed(fs)
+            sync_many(staged.fds)
+            self.written(staged)
+            self.land(staged)
         except BaseException:
-            _take_back([tmp for tmp, _base in written] + placed)
+            self.take_back(staged)
             raise
-        log.debug("store.append_many", user=user.address, folder=fs.row.name, uids=len(uids))
-        return uids
+        return staged.uids
+
+    # --- the stages of an append (`append_each`, `store.groupappend`) ---------------------------------------
+    def stage(self, messages: Sequence[NewMessage]) -> Staged:
+        """Check the messages (flags, quota) and write their files to tmp/, not yet synced (`Staged.fds`)."""
+        datas = [maildir.to_crlf(data) for data, _flags, _date in messages]
+        staged = Staged(
+            self, datas, [normalize_flags(f) for _d, f, _t in messages], [t for _d, _f, t in messages]
+        )
+        self._check_quota_cached(staged.total)
+        try:
+            staged.written, staged.fds = maildir.write_tmp_unsynced(self._fs.path, datas)
+        except BaseException:
+            self.take_back(staged)
+            raise
+        return staged
+
+    def written(self, staged: Staged) -> None:
+        """After the files' sync: close them and give them their INTERNALDATE."""
+        fds, staged.fds = staged.fds, []
+        for fd in fds:
+            os.close(fd)
+        for (tmp, _base), date in zip(staged.written, staged.dates, strict=True):
+            if date is not None:
+                os.utime(tmp, (date, date))
+
+    def land(self, staged: Staged) -> None:
+        """`place`, the directories' fsync and `commit` under the user's lock, for synced files (`written`);
+        the caller takes the files back if it raises."""
+        with self._user.writing():
+            before = self._fs.mtimes()
+            dirs = self.place(staged, {})
+            for path in sorted(dirs):
+                fsync_dir(path)
+            self.commit(staged, before)
+
+    def place(self, staged: Staged, counters: dict[tuple[str, int], tuple[int, int]]) -> set[Path]:
+        """With the user's lock held: rename the files into the folder and record their UIDs in
+        `dovecot-uidlist`; returns the directories to fsync before `commit`. `counters` maps (user, folder id) to
+        the next (UID, MODSEQ) of stagings placed but not yet committed in the same batch."""
+        fs = self._fs
+        staged.fs = fs
+        key = (self._user.address, fs.row.id)
+        first_uid, first_modseq = counters.get(key, (fs.row.uidnext, fs.row.highestmodseq + 1))
+        for (tmp, base), flagset_ in zip(staged.written, staged.flagsets, strict=True):
+            filename = maildir.filename_for(base, fs.keywords.info_for(flagset_), new=not flagset_)
+            staged.filenames.append(filename)
+            os.rename(tmp, fs.path / filename)
+            staged.placed.append(fs.path / filename)
+        staged.internals = [
+            date if date is not None else os.stat(path).st_mtime
+            for date, path in zip(staged.dates, staged.placed, strict=True)
+        ]
+        staged.uids = list(range(first_uid, first_uid + len(staged.datas)))
+        staged.first_modseq = first_modseq
+        self._user.append_uidlist(
+            fs, [(uid, base) for uid, (_tmp, base) in zip(staged.uids, staged.written, strict=True)]
+        )
+        counters[key] = (first_uid + len(staged.uids), first_modseq + len(staged.uids))
+        return {fs.path / filename.split("/")[0] for filename in staged.filenames}
+
+    def commit(self, staged: Staged, before: tuple[int, int]) -> None:
+        """With the lock held, after `place` and the directories' fsync: one index transaction for the
+        messages, then the folder's list in memory and the change broadcast. `before` is the directories'
+        mtimes before the first `place` in the folder (`_note_own_write`)."""
+        user = self._user
+        fs = staged.fs
+        assert fs is not None
+        added: list[MessageInfo] = []
+        usage_before = _usage_key(user)
+        with user.db.transaction(durable=False):
+            for n, uid in enumerate(staged.uids):
+                size, modseq = len(staged.datas[n]), staged.first_modseq + n
+                filename, internal = staged.filenames[n], staged.internals[n]
+                flagset_ = staged.flagsets[n]
+                base = staged.written[n][1]
+                user.db.insert_message(
+                    fs.row.id, uid, base, filename, modseq, flagtext(set(flagset_)), size, internal
+                )
+                added.append(MessageInfo(uid, flagset_, modseq, size, internal, filename))
+            user.db.set_counters(fs.row.id, staged.uids[-1] + 1, staged.first_modseq + len(staged.uids) - 1)
+            self._note_own_write(fs, before)
+        staged.placed.clear()  # committed: the files are the folder's now
+        cached = _USAGE.get(user)
+        if cached is not None and cached[0] == usage_before:
+            _USAGE[user] = (_usage_key(user), cached[1] + staged.total)
+        self._after_commit(fs, added)
+        user.queue_change(fs, ChangeKind.APPEND, staged.uids)
+        self._note_unindexed(fs)
+        log.debug("store.append", user=user.address, folder=fs.row.name, uids=len(staged.uids))
+
+    def take_back(self, staged: Staged) -> None:
+        """After a failure before `commit`: close and remove the staged files, wherever they are."""
+        for fd in staged.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        staged.fds = []
+        _take_back([tmp for tmp, _base in staged.written] + staged.placed)
+        staged.placed.clear()
 
     def _note_unindexed(self, fs: FolderState) -> None:
         hook = self._user.stored_hook

@@ -190,15 +190,8 @@ def write_tmp(folder_path: Path, data: bytes, mtime: float | None) -> tuple[Path
 
 def write_tmp_many(folder_path: Path, datas: Sequence[bytes], mtime: float | None) -> list[tuple[Path, str]]:
     """`write_tmp` for several messages, their syncs at once (`sync_many`); all of them written, or none."""
-    written: list[tuple[Path, str]] = []
-    fds: list[int] = []
+    written, fds = write_tmp_unsynced(folder_path, datas)
     try:
-        for data in datas:
-            base = new_base(len(data), len(data))
-            tmp = folder_path / "tmp" / base
-            fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            written.append((tmp, base))
-            write_all(fds[-1], data)
         sync_many(fds)
     except BaseException:
         for tmp, _base in written:
@@ -211,6 +204,27 @@ def write_tmp_many(folder_path: Path, datas: Sequence[bytes], mtime: float | Non
         for tmp, _base in written:
             os.utime(tmp, (mtime, mtime))
     return written
+
+
+def write_tmp_unsynced(folder_path: Path, datas: Sequence[bytes]) -> tuple[list[tuple[Path, str]], list[int]]:
+    """Write each message to a new file in tmp/; returns (tmp path, base name) of each and the files, still
+    open, for the caller to sync and close. All of them written, or none (and nothing left open)."""
+    written: list[tuple[Path, str]] = []
+    fds: list[int] = []
+    try:
+        for data in datas:
+            base = new_base(len(data), len(data))
+            tmp = folder_path / "tmp" / base
+            fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            written.append((tmp, base))
+            write_all(fds[-1], data)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        for tmp, _base in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    return written, fds
 
 
 def clean_tmp(folder_path: Path, now: float | None = None) -> int:
