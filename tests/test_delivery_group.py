@@ -1,5 +1,6 @@
 """Local deliveries in batches: `kinmail.queue.batches.Batches` gathers what the scheduler's workers bring while
-a batch runs, and `kinmail.delivery.local.deliver_batch` stores the messages for one folder with one commit; a
+a batch runs, and `kinmail.delivery.local.deliver_batch` stores the messages for one folder with one commit, and those of
+all folders with one round of syncs; a
 batch that fails as a whole is stored one message at a time, each with its own outcome."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from kinmail.config.directory import Recipient
 from kinmail.delivery.local import DELIVERED, PERMANENT, Delivery, deliver_batch
@@ -28,43 +31,42 @@ def runtime(store: Store) -> Any:
     return SimpleNamespace(store=store, config=config, data_dir=store.mail_root.parent)
 
 
-class CountingStore(Store):
-    """A real store that counts `deliver_many` calls per user."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root / "mail", root / "index")
-        self.batches: list[tuple[str, int]] = []
-
-    def mailboxes(self, address: str) -> Any:
-        real = super().mailboxes(address)
-        outer = self
-
-        class Counting:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(real, name)
-
-            def deliver_many(self, folder: str, messages: list[bytes], flags: Any = ()) -> list[int]:
-                outer.batches.append((address, len(messages)))
-                return real.deliver_many(folder, messages, flags)
-
-        return Counting()
-
-
 def item(n: int, address: str = ALICE) -> Delivery:
     body = f"Subject: m{n}\r\n\r\nnumber{n}\r\n".encode()
     return Delivery(f"Q{n:015d}", "sender@remote.example", Recipient(address, local=True), body)
 
 
-def test_one_commit_per_folder_and_an_outcome_per_delivery(tmp_path: Path) -> None:
-    store = CountingStore(tmp_path)
+def test_one_commit_per_folder_and_an_outcome_per_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 deliveries for two users: one index commit per user's folder, and one round of syncs for all of
+    them — one `sync_many` of the 30 files, one of the two directories."""
+    from kinmail.store import groupappend
+    from kinmail.store.mailbox import Mailbox, Staged
+
+    commits: list[tuple[str, int]] = []
+    syncs: list[int] = []
+    real_commit, real_sync = Mailbox.commit, groupappend.sync_many
+
+    def commit(self: Mailbox, staged: Staged, before: tuple[int, int]) -> None:
+        commits.append((self.user_state.address, len(staged.uids)))
+        real_commit(self, staged, before)
+
+    def sync_many(fds: list[int]) -> None:
+        syncs.append(len(fds))
+        real_sync(fds)
+
+    monkeypatch.setattr(Mailbox, "commit", commit)
+    monkeypatch.setattr(groupappend, "sync_many", sync_many)
+    store = Store(tmp_path / "mail", tmp_path / "index")
     try:
         rt = runtime(store)
         store.mailboxes(ALICE)  # users exist
         store.mailboxes(BOB)
-        store.batches.clear()
         outcomes = deliver_batch(rt, [item(n, ALICE if n % 3 else BOB) for n in range(30)])
         assert [o.status for o in outcomes] == [DELIVERED] * 30
-        assert sorted(store.batches) == [(ALICE, 20), (BOB, 10)]
+        assert sorted(commits) == [(ALICE, 20), (BOB, 10)]
+        assert syncs == [30, 2]
         box = store.mailboxes(ALICE).open("INBOX")
         assert len(box.uids()) == 20
         first = box.read(box.uids()[0])

@@ -37,6 +37,8 @@ from kinmail.delivery.actions import (
     SendMessage,
 )
 from kinmail.delivery.filtering import decide
+from kinmail.store.groupappend import AppendJob, append_group, finish_deferred
+from kinmail.store.names import INBOX
 
 if TYPE_CHECKING:
     from kinmail.config.directory import Recipient
@@ -183,8 +185,8 @@ def deliver_batch(rt: Runtime, items: list[Delivery]) -> list[Outcome]:
     """Deliver several (message, local target) pairs; one `Outcome` each, in order. Blocking.
 
     Filtering runs for each in turn; then the messages that go to the same user, folder and flags with a single
-    store write are stored with one `UserMailboxes.deliver_many` (one directory fsync, one uidlist append, one
-    index transaction: group commit). A batch that fails as a whole (over quota together, a folder missing) is
+    store write form one job, and all jobs are stored with one `store.groupappend.append_group` (one sync of
+    every file and of every directory; per folder one uidlist append and one index transaction: group commit). A batch that fails as a whole (over quota together, a folder missing) is
     stored one message at a time, each with its own outcome. Only when this returns is anything recorded as
     delivered, so the spool never counts a message the store does not have."""
     plans: list[_Plan | Outcome] = []
@@ -200,19 +202,31 @@ def deliver_batch(rt: Runtime, items: list[Delivery]) -> list[Outcome]:
         if isinstance(plan, _Plan) and len(plan.stores) == 1:
             folder, flags, _create = plan.stores[0]
             groups.setdefault((plan.target.address.lower(), folder, flags), []).append(n)
+    jobs: list[tuple[list[int], AppendJob]] = []
     for (_address, folder, flags), members in groups.items():
         first = plans[members[0]]
         assert isinstance(first, _Plan)
-        datas = [plan.data for n in members if isinstance(plan := plans[n], _Plan)]
         try:
-            rt.store.mailboxes(first.target.address).deliver_many(folder, datas, flags)
-        except Exception:  # not as a whole: one by one below, each with its own error handling
-            if len(members) > 1:
-                log.debug(
-                    "delivery.batch_failed", rcpt=first.target.address, folder=folder, messages=len(datas)
-                )
+            box = rt.store.mailboxes(first.target.address).open(folder or INBOX, scan=False)
+        except Exception:  # a folder missing (Sieve's :create): one by one below
             continue
-        stored.update(members)
+        datas = [plan.data for n in members if isinstance(plan := plans[n], _Plan)]
+        jobs.append((members, AppendJob(box, [(data, flags, None) for data in datas])))
+    # every user's and folder's group at once: one sync of all the files, one of all the directories (a message
+    # to the whole family is one round of fsyncs, not one per member)
+    append_group([job for _members, job in jobs])
+    for members, job in jobs:
+        if job.deferred:
+            try:
+                finish_deferred(job)
+            except Exception as exc:
+                job.error = exc
+        if job.error is None:
+            stored.update(members)
+        else:  # not as a whole: one by one below, each with its own error handling
+            log.debug(
+                "delivery.batch_failed", rcpt=job.mailbox.user_state.address, messages=len(job.messages)
+            )
     outcomes: list[Outcome] = []
     for n, plan in enumerate(plans):
         if isinstance(plan, Outcome):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,7 @@ class Session:
         self.idle_waiter: asyncio.Future[None] | None = None  # IDLE waits on it; store notifications end it
         self._unsubscribe: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
 
     @property
     def logged_out(self) -> bool:
@@ -181,8 +183,12 @@ class Session:
         self._unsubscribe = self.rt.store.subscribe(user, self._on_change)
 
     def _on_change(self, change: object) -> None:
-        """Store listener, called from the writing thread."""
-        self._loop.call_soon_threadsafe(self._mark_changed, change)
+        """Store listener, called from the writing thread: the event loop's own (a short store call run there)
+        needs no wake-up through the loop's self-pipe."""
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(self._mark_changed, change)
+        else:
+            self._loop.call_soon_threadsafe(self._mark_changed, change)
 
     def _mark_changed(self, change: object) -> None:
         sel = self.selected
