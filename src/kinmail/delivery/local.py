@@ -186,8 +186,9 @@ def deliver_batch(rt: Runtime, items: list[Delivery]) -> list[Outcome]:
 
     Filtering runs for each in turn; then the messages that go to the same user, folder and flags with a single
     store write form one job, and all jobs are stored with one `store.groupappend.append_group` (one sync of
-    every file and of every directory; per folder one uidlist append and one index transaction: group commit). A batch that fails as a whole (over quota together, a folder missing) is
-    stored one message at a time, each with its own outcome. Only when this returns is anything recorded as
+    every file and of every directory; per folder one uidlist append and one index transaction: group commit).
+    A job that fails as a whole (over quota together, a folder missing) is stored one message at a time, each
+    with its own outcome. Only when this returns is anything recorded as
     delivered, so the spool never counts a message the store does not have."""
     plans: list[_Plan | Outcome] = []
     for item in items:

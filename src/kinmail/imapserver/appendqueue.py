@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from kinmail.core.log import get_logger
 from kinmail.imapserver.session import blocking
-from kinmail.store.groupappend import AppendJob, append_group, finish_deferred
+from kinmail.store.groupappend import AppendJob, abandon, append_group, finish_deferred
 from kinmail.store.mailbox import Mailbox, NewMessage
 
 log = get_logger(__name__)
@@ -87,7 +87,9 @@ class AppendQueue:
 
 def _resolve(done: list[tuple[_Request, AppendJob | BaseException]]) -> None:
     for request, job in done:
-        if request.future.done():  # the session went away meanwhile
+        if request.future.done():  # the session went away meanwhile (no OK was sent)
+            if isinstance(job, AppendJob) and job.deferred:
+                abandon(job)
             continue
         if isinstance(job, BaseException):
             request.future.set_exception(job)

@@ -102,6 +102,12 @@ def finish_deferred(job: AppendJob) -> list[int]:
     return staged.uids
 
 
+def abandon(job: AppendJob) -> None:
+    """Remove a deferred job's files when no one will land them (its client went away before its OK)."""
+    if job._staged is not None:
+        job.mailbox.take_back(job._staged)
+
+
 def sync_many_dirs(paths: Sequence[Path]) -> None:
     """fsync several directories at once (`sync_many`)."""
     if len(paths) <= 1:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinmail.core.atomic import atomic_write, fsync_dir, sync_many, write_all
+from kinmail.core.atomic import atomic_write, fsync_dir, write_all
 
 SYSTEM_FLAGS = {
     "D": "\\Draft",
@@ -181,29 +181,6 @@ def make_folder_dirs(path: Path, *, subfolder: bool, sync: bool = True) -> None:
     if sync:
         fsync_dir(path)
         fsync_dir(path.parent)
-
-
-def write_tmp(folder_path: Path, data: bytes, mtime: float | None) -> tuple[Path, str]:
-    """Write `data` to tmp/ and sync it; return the tmp path and the final base name."""
-    return write_tmp_many(folder_path, [data], mtime)[0]
-
-
-def write_tmp_many(folder_path: Path, datas: Sequence[bytes], mtime: float | None) -> list[tuple[Path, str]]:
-    """`write_tmp` for several messages, their syncs at once (`sync_many`); all of them written, or none."""
-    written, fds = write_tmp_unsynced(folder_path, datas)
-    try:
-        sync_many(fds)
-    except BaseException:
-        for tmp, _base in written:
-            tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        for fd in fds:
-            os.close(fd)
-    if mtime is not None:
-        for tmp, _base in written:
-            os.utime(tmp, (mtime, mtime))
-    return written
 
 
 def write_tmp_unsynced(folder_path: Path, datas: Sequence[bytes]) -> tuple[list[tuple[Path, str]], list[int]]:
