@@ -103,17 +103,20 @@ def test_multiappend_over_quota_stores_none_of_its_messages(strict: KinmailServe
     m.create("Multi")
     one = b"Subject: part one\r\n\r\n" + b"x" * 400_000 + b"\r\n"
     two = b"Subject: part two\r\n\r\n" + b"y" * 700_000 + b"\r\n"
-    m.send(b"m1 APPEND Multi {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(one), one, len(two), two))
-    line = m.readline()
-    while not line.startswith(b"m1 "):
+
+    def multiappend(tag: bytes, first: bytes, second: bytes) -> bytes:
+        """The tagged reply to an APPEND of two literals (LITERAL+), sent as it is on the wire."""
+        m.send(b"%s APPEND Multi {%d+}\r\n%s {%d+}\r\n%s\r\n" % (tag, len(first), first, len(second), second))
         line = m.readline()
+        while not line.startswith(tag + b" "):
+            line = m.readline()
+        return line
+
+    line = multiappend(b"m1", one, two)
     assert line.startswith(b"m1 NO") and b"OVERQUOTA" in line
     typ, data = m.status("Multi", "(MESSAGES)")
     assert typ == "OK" and b"MESSAGES 0" in data[0]  # type: ignore[operator]
-    m.send(b"m2 APPEND Multi {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(one), one, len(one), one))
-    line = m.readline()
-    while not line.startswith(b"m2 "):
-        line = m.readline()
+    line = multiappend(b"m2", one, one)
     assert line.startswith(b"m2 OK") and b"APPENDUID" in line
     typ, data = m.status("Multi", "(MESSAGES)")
     assert b"MESSAGES 2" in data[0]  # type: ignore[operator]

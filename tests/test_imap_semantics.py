@@ -4,6 +4,7 @@ ENVELOPE after ENABLE UTF8=ACCEPT, and several FETCH items of one message in one
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import imaplib
 import os
@@ -200,6 +201,21 @@ def test_append_to_the_selected_mailbox_reports_own_and_others_messages(server: 
         m.logout()
 
 
+@contextlib.contextmanager
+def users_lock_held(server: KinmailServer, user: str) -> Iterator[None]:
+    """Hold `user`'s store lock from outside the server, as another process (`kinmail index rebuild`) would."""
+    local, _, domain = user.partition("@")
+    lock_path = server.data_dir / "index" / domain / f"{local}.lock"
+    assert lock_path.exists()
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def test_a_held_user_lock_stalls_only_that_users_commands(server: KinmailServer) -> None:
     """Short store calls (STORE, NOOP, SELECT of a small folder) run on the server's event loop when the
     user's lock is free; when another process holds it (here: this test, as `kinmail index rebuild` would),
@@ -209,9 +225,6 @@ def test_a_held_user_lock_stalls_only_that_users_commands(server: KinmailServer)
     a.append("Locked", None, None, message("locked 1"))
     a.select("Locked")
     b.select("INBOX")
-    local, _, domain = ALICE.partition("@")
-    lock_path = server.data_dir / "index" / domain / f"{local}.lock"
-    assert lock_path.exists()
     done = threading.Event()
     result: list[tuple[str, list[bytes | None]]] = []
 
@@ -219,18 +232,13 @@ def test_a_held_user_lock_stalls_only_that_users_commands(server: KinmailServer)
         result.append(a.store("1", "+FLAGS", r"(\Flagged)"))  # type: ignore[arg-type]
         done.set()
 
-    fd = os.open(lock_path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with users_lock_held(server, ALICE):
         worker = threading.Thread(target=store)
         worker.start()
         assert not done.wait(0.5), "STORE went ahead while another process held the user's lock"
         started = time.monotonic()
         assert b.noop()[0] == "OK" and b.select("INBOX")[0] == "OK"  # another user: not held up
         assert time.monotonic() - started < 0.4
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
     assert done.wait(10)
     worker.join()
     typ, data = result[0]
@@ -248,8 +256,6 @@ def test_a_held_user_lock_holds_back_only_that_users_append(server: KinmailServe
     a, b = login(server, ALICE), login(server, BOB)
     a.create("Held")
     b.create("Free")
-    local, _, domain = ALICE.partition("@")
-    lock_path = server.data_dir / "index" / domain / f"{local}.lock"
     done = threading.Event()
     result: list[tuple[str, list[bytes | None]]] = []
 
@@ -257,17 +263,12 @@ def test_a_held_user_lock_holds_back_only_that_users_append(server: KinmailServe
         result.append(a.append("Held", None, None, message("held 1")))
         done.set()
 
-    fd = os.open(lock_path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with users_lock_held(server, ALICE):
         worker = threading.Thread(target=append)
         worker.start()
         assert not done.wait(0.5), "APPEND went ahead while another process held the user's lock"
         typ, data = b.append("Free", None, None, message("free 1"))  # another user: stored meanwhile
         assert typ == "OK" and b"APPENDUID" in (data[0] or b"") and not done.is_set()
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
     assert done.wait(10)
     worker.join()
     typ, data = result[0]
