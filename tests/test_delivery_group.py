@@ -41,6 +41,7 @@ def test_one_commit_per_folder_and_an_outcome_per_delivery(
 ) -> None:
     """30 deliveries for two users: one index commit per user's folder, and one round of syncs for all of
     them — one `sync_many` of the 30 files, one of the two directories."""
+    from kinmail.core import atomic
     from kinmail.store import groupappend
     from kinmail.store.mailbox import Mailbox, Staged
 
@@ -57,7 +58,8 @@ def test_one_commit_per_folder_and_an_outcome_per_delivery(
         real_sync(fds)
 
     monkeypatch.setattr(Mailbox, "commit", commit)
-    monkeypatch.setattr(groupappend, "sync_many", sync_many)
+    monkeypatch.setattr(groupappend, "sync_many", sync_many)  # the files
+    monkeypatch.setattr(atomic, "sync_many", sync_many)  # the directories (`fsync_dirs`)
     store = Store(tmp_path / "mail", tmp_path / "index")
     try:
         rt = runtime(store)

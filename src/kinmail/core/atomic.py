@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,6 +61,23 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dirs(paths: Iterable[Path]) -> None:
+    """`fsync_dir` for several directories, their syncs at once (`sync_many`) when there are more than one."""
+    paths = sorted(set(paths))
+    if len(paths) <= 1:
+        for path in paths:
+            fsync_dir(path)
+        return
+    fds: list[int] = []
+    try:
+        for path in paths:
+            fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
+        sync_many(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None:

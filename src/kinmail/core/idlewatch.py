@@ -10,10 +10,14 @@ the event loop that runs them. Keeps nothing on disk.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class IdleWatch:
-    """`begin()` before awaiting the client, `end()` after; a wait of `timeout` seconds cancels the task, and
+    """`begin()` before awaiting the client, `end()` after (or `wait(read)`); a wait of `timeout` seconds cancels the task, and
     `fired()` in the `except CancelledError` tells that cancellation from any other (and undoes it)."""
 
     def __init__(self, timeout: float) -> None:
@@ -31,6 +35,14 @@ class IdleWatch:
 
     def end(self) -> None:
         self._since = None
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await the client (a read) between `begin()` and `end()`."""
+        self.begin()
+        try:
+            return await awaitable
+        finally:
+            self.end()
 
     def fired(self) -> bool:
         """Whether the CancelledError being handled came from this watch; if so it no longer counts as a

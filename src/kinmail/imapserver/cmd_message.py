@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from kinmail.imapserver import render
 from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox
-from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_text
+from kinmail.imapserver.selected import SelectedMailbox, compress_uids, flags_bytes, flags_text
 from kinmail.imapserver.session import AUTH, SELECTED, Session, blocking, command, quick
 from kinmail.proto.imap_args import (
     FetchAtt,
@@ -215,20 +215,6 @@ def _whole(msg: render.Rendered | None) -> render.Rendered:
     if msg is None:
         raise render.NeedsFile("RFC822")
     return msg
-
-
-_FLAGS_BYTES: dict[tuple[frozenset[str], bool], bytes] = {}
-
-
-def flags_bytes(flags: frozenset[str], recent: bool) -> bytes:
-    """`flags_text` as bytes, kept per flag set: a folder's messages share a handful of them."""
-    key = (flags, recent)
-    text = _FLAGS_BYTES.get(key)
-    if text is None:
-        if len(_FLAGS_BYTES) >= 4096:
-            _FLAGS_BYTES.clear()
-        text = _FLAGS_BYTES[key] = flags_text(flags, recent).encode()
-    return text
 
 
 # --- STORE -----------------------------------------------------------------------------------------------

@@ -151,6 +151,20 @@ def flags_text(flags: Iterable[str], recent: bool = False) -> str:
     return "(" + " ".join(items) + ")"
 
 
+_FLAGS_BYTES: dict[tuple[frozenset[str], bool], bytes] = {}
+
+
+def flags_bytes(flags: frozenset[str], recent: bool) -> bytes:
+    """`flags_text` as bytes, kept per flag set: a folder's messages share a handful of them (FETCH FLAGS)."""
+    key = (flags, recent)
+    text = _FLAGS_BYTES.get(key)
+    if text is None:
+        if len(_FLAGS_BYTES) >= 4096:
+            _FLAGS_BYTES.clear()
+        text = _FLAGS_BYTES[key] = flags_text(flags, recent).encode()
+    return text
+
+
 class SelectedMailbox:
     def __init__(self, session: Session, mailbox: Mailbox, *, readonly: bool) -> None:
         self.mailbox = mailbox

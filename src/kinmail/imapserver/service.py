@@ -78,11 +78,7 @@ class Connection:
     async def _fill(self, watched: bool = False) -> bool:
         """Read what the client sent; `watched` reads count against the idle timeout (`IdleWatch`)."""
         if watched and self._watch is not None:
-            self._watch.begin()
-            try:
-                data = await self.reader.read(READ_SIZE)
-            finally:
-                self._watch.end()
+            data = await self._watch.wait(self.reader.read(READ_SIZE))
         else:
             data = await self.reader.read(READ_SIZE)
         if not data:

@@ -108,9 +108,8 @@ class SmtpSession:
         if watch is None:  # not yet serving (tests drive parts of a session directly)
             data = await self.reader.read(READ_SIZE)
         else:
-            watch.begin()
             try:
-                data = await self.reader.read(READ_SIZE)
+                data = await watch.wait(self.reader.read(READ_SIZE))
             except asyncio.CancelledError:
                 if not watch.fired():
                     raise
@@ -118,8 +117,6 @@ class SmtpSession:
                 with contextlib.suppress(Exception):
                     await self.flush()
                 raise _Closed from None
-            finally:
-                watch.end()
         if not data:
             raise _Closed
         self.buf += data

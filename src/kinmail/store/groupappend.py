@@ -11,12 +11,11 @@ of its own.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kinmail.core.atomic import fsync_dir, sync_many
+from kinmail.core.atomic import fsync_dirs, sync_many
 from kinmail.store.mailbox import Mailbox, NewMessage, Staged
 
 
@@ -76,7 +75,7 @@ def append_group(jobs: Sequence[AppendJob]) -> None:
             except Exception as exc:
                 _fail([job], exc)
         try:
-            sync_many_dirs(sorted(dirs))
+            fsync_dirs(dirs)
         except Exception as exc:
             _fail(placed, exc)
             return
@@ -106,22 +105,6 @@ def abandon(job: AppendJob) -> None:
     """Remove a deferred job's files when no one will land them (its client went away before its OK)."""
     if job._staged is not None:
         job.mailbox.take_back(job._staged)
-
-
-def sync_many_dirs(paths: Sequence[Path]) -> None:
-    """fsync several directories at once (`sync_many`)."""
-    if len(paths) <= 1:
-        for path in paths:
-            fsync_dir(path)
-        return
-    fds: list[int] = []
-    try:
-        for path in paths:
-            fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY))
-        sync_many(fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def _staged(job: AppendJob) -> Staged:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kinmail.core.atomic import fsync_dir, read_all, sync_many
+from kinmail.core.atomic import fsync_dirs, read_all, sync_many
 from kinmail.core.log import get_logger
 from kinmail.store import maildir
 from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
@@ -298,7 +298,7 @@ class Mailbox:
         durable when it returns; their UIDs.
 
         Each file is written to tmp/, then all are fdatasynced at once; under the lock, one rename pass, one
-        `dovecot-uidlist` append, one fsync per target directory and one index transaction. All or nothing:
+        `dovecot-uidlist` append, one sync of the target directories and one index transaction. All or nothing:
         on an error before the commit no UID is assigned and the files are removed again, also those already
         renamed into the folder (`_take_back`). `store.groupappend` runs the same stages for several folders.
         """
@@ -343,9 +343,7 @@ class Mailbox:
         the caller takes the files back if it raises."""
         with self._user.writing():
             before = self._fs.mtimes()
-            dirs = self.place(staged, {})
-            for path in sorted(dirs):
-                fsync_dir(path)
+            fsync_dirs(self.place(staged, {}))
             self.commit(staged, before)
 
     def place(self, staged: Staged, counters: dict[tuple[str, int], tuple[int, int]]) -> set[Path]:
@@ -608,10 +606,9 @@ class Mailbox:
                 except FileNotFoundError:
                     continue
                 placed.append((info, base, filename))
-            for sub in ("new", "cur"):
-                fsync_dir(dst.path / sub)
-                if move:
-                    fsync_dir(src.path / sub)
+            fsync_dirs(
+                [folder.path / sub for folder in ((dst, src) if move else (dst,)) for sub in ("new", "cur")]
+            )
             if not placed:
                 user.scan(src, force=True)
                 return []
