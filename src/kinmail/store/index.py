@@ -246,6 +246,25 @@ class UserIndex:
             "UPDATE folders SET uidnext=?, highestmodseq=? WHERE id=?", (uidnext, highestmodseq, folder_id)
         )
 
+    def set_folder_state(
+        self,
+        folder_id: int,
+        uidnext: int,
+        highestmodseq: int,
+        scan: tuple[int, int, int] | None = None,
+        stale_uidlist: int | None = None,
+    ) -> None:
+        """The counters after a change, and in the same statement the directories' mtimes and scan time
+        (`scan`) and the count of stale `dovecot-uidlist` lines, when given."""
+        sets, args = "uidnext=?, highestmodseq=?", [uidnext, highestmodseq]
+        if scan is not None:
+            sets += ", new_mtime=?, cur_mtime=?, scanned_at=?"
+            args += scan
+        if stale_uidlist is not None:
+            sets += ", stale_uidlist=?"
+            args.append(stale_uidlist)
+        self.conn.execute(f"UPDATE folders SET {sets} WHERE id=?", (*args, folder_id))
+
     def set_scan(self, folder_id: int, new_mtime: int, cur_mtime: int, scanned_at: int) -> None:
         self.conn.execute(
             "UPDATE folders SET new_mtime=?, cur_mtime=?, scanned_at=? WHERE id=?",

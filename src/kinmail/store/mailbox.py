@@ -18,6 +18,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,9 +26,9 @@ from kinmail.core.atomic import fsync_dirs, read_all, sync_many
 from kinmail.core.log import get_logger
 from kinmail.store import maildir
 from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
-from kinmail.store.index import UID_BITS, UID_MASK
+from kinmail.store.index import UID_BITS, UID_MASK, FolderRow
 from kinmail.store.textindex import extract_text
-from kinmail.store.types import ChangeKind, FolderStatus, MessageInfo, flagtext
+from kinmail.store.types import ChangeKind, FolderStatus, MessageInfo, flagset, flagtext
 
 if TYPE_CHECKING:
     from kinmail.store.user import FolderState, UserState
@@ -50,7 +51,7 @@ def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
             raise StoreError(f"unknown system flag {flag}")
         if len(flag) > 128 or any(c in _NOT_ATOM or not 0x20 < ord(c) < 0x7F for c in flag.lstrip("\\")):
             raise StoreError(f"invalid keyword {flag!r}")  # RFC 9051 §9: flag-keyword is an atom
-    return frozenset(out)
+    return flagset(flagtext(out))  # one shared set per distinct set of flags: a frozenset is 216 bytes
 
 
 _USAGE: weakref.WeakKeyDictionary[UserState, tuple[tuple[int, int, int], int]] = weakref.WeakKeyDictionary()
@@ -390,13 +391,12 @@ class Mailbox:
                     fs.row.id, uid, base, filename, modseq, flagtext(set(flagset_)), size, internal
                 )
                 added.append(MessageInfo(uid, flagset_, modseq, size, internal, filename))
-            user.db.set_counters(fs.row.id, staged.uids[-1] + 1, staged.first_modseq + len(staged.uids) - 1)
-            self._note_own_write(fs, before)
+            row = self._write_row(fs, before, staged.uids[-1] + 1, staged.first_modseq + len(staged.uids) - 1)
         staged.placed.clear()  # committed: the files are the folder's now
         cached = _USAGE.get(user)
         if cached is not None and cached[0] == usage_before:
             _USAGE[user] = (_usage_key(user), cached[1] + staged.total)
-        self._after_commit(fs, added)
+        self._after_commit(fs, row, added)
         user.queue_change(fs, ChangeKind.APPEND, staged.uids)
         self._note_unindexed(fs)
         log.debug("store.append", user=user.address, folder=fs.row.name, uids=len(staged.uids))
@@ -440,17 +440,29 @@ class Mailbox:
         if used + size > self.quota:
             raise QuotaExceeded(f"mailbox full: {used + size} bytes would exceed the quota of {self.quota}")
 
-    def _note_own_write(self, fs: FolderState, before: tuple[int, int]) -> None:
-        """After our own change, remember the directory mtimes, unless someone else changed them before us."""
-        if before == (fs.row.new_mtime, fs.row.cur_mtime):
+    def _write_row(
+        self, fs: FolderState, before: tuple[int, int], uidnext: int, modseq: int, stale: int = 0
+    ) -> FolderRow:
+        """In a change's transaction: the folder's new counters in one statement, with the directories' mtimes
+        after our own change unless someone else changed them before us (`before`), and `stale` more stale
+        uidlist lines. Returns the row as it is once committed (`_after_commit` puts it in place)."""
+        row = fs.row
+        scan: tuple[int, int, int] | None = None
+        if before == (row.new_mtime, row.cur_mtime):
             after = fs.mtimes()
-            self._user.db.set_scan(fs.row.id, after[0], after[1], time.time_ns())
+            scan = (after[0], after[1], time.time_ns())
+        new = replace(row, uidnext=uidnext, highestmodseq=modseq, stale_uidlist=row.stale_uidlist + stale)
+        if scan is not None:
+            new = replace(new, new_mtime=scan[0], cur_mtime=scan[1], scanned_at=scan[2])
+        self._user.db.set_folder_state(row.id, uidnext, modseq, scan, new.stale_uidlist if stale else None)
+        return new
 
     def _after_commit(
-        self, fs: FolderState, added: Iterable[MessageInfo] = (), removed: Iterable[int] = ()
+        self, fs: FolderState, row: FolderRow, added: Iterable[MessageInfo] = (), removed: Iterable[int] = ()
     ) -> None:
-        """Update the folder row and the loaded message list after a commit of ours."""
-        self._user.reload_row(fs)
+        """Put the folder row written by `_write_row` and the change in the loaded message list, after the
+        commit."""
+        fs.row = row
         if fs.infos is not None:
             for uid in removed:
                 fs.infos.pop(uid, None)
@@ -494,6 +506,7 @@ class Mailbox:
                     new = info.flags - wanted
                 if new == info.flags:
                     continue
+                new = flagset(flagtext(new))
                 base, _info = maildir.split_name(info.filename.split("/", 1)[1])
                 filename = maildir.filename_for(base, fs.keywords.info_for(new), new=False)
                 plans.append((info, new, filename))
@@ -516,9 +529,8 @@ class Mailbox:
                 for info, new, filename in done:
                     user.db.update_flags(fs.row.id, info.uid, filename, flagtext(set(new)), modseq)
                     changed.append(info._replace(flags=new, modseq=modseq, filename=filename))
-                user.db.set_counters(fs.row.id, fs.row.uidnext, modseq)
-                self._note_own_write(fs, before)
-            self._after_commit(fs, changed)
+                row = self._write_row(fs, before, fs.row.uidnext, modseq)
+            self._after_commit(fs, row, changed)
             if changed:
                 user.queue_change(fs, ChangeKind.FLAGS, [i.uid for i in changed])
             if len(done) != len(plans):
@@ -552,15 +564,15 @@ class Mailbox:
         modseq = fs.row.highestmodseq + 1
         with user.db.transaction(durable=False):
             user.db.delete_messages(fs.row.id, uids, modseq)
-            user.db.set_counters(fs.row.id, fs.row.uidnext, modseq)
-            stale = user.db.add_stale(fs.row.id, len(uids))
-            self._note_own_write(fs, before)
-        self._after_commit(fs, removed=uids)
+            row = self._write_row(fs, before, fs.row.uidnext, modseq, stale=len(uids))
+        self._after_commit(fs, row, removed=uids)
+        stale = row.stale_uidlist
         user.queue_change(fs, ChangeKind.EXPUNGE, uids)
         if stale > 1000 and stale > user.db.count(fs.row.id):  # counted only when it may matter
             maildir.write_uidlist(fs.path, fs.row.uidvalidity, fs.row.uidnext, user.db.uid_bases(fs.row.id))
             with user.db.transaction():
                 user.db.reset_stale(fs.row.id)
+            fs.row = replace(fs.row, stale_uidlist=0)
         return uids
 
     def _target(self, dest: Mailbox | str) -> Mailbox:
@@ -631,19 +643,16 @@ class Mailbox:
                     )
                     self._copy_cached(src, info.uid, msg_id)
                     added.append(MessageInfo(uid, info.flags, modseq, info.size, info.internaldate, filename))
-                user.db.set_counters(dst.row.id, first + len(placed), modseq)
-                self._note_own_write(dst, dst_before)
-            self._after_commit(dst, added)
+                dst_row = self._write_row(dst, dst_before, first + len(placed), modseq)
+            self._after_commit(dst, dst_row, added)
             user.queue_change(dst, ChangeKind.APPEND, [uid for _s, uid in pairs])
             if move:
                 gone = [info.uid for info, _b, _f in placed]
                 src_modseq = src.row.highestmodseq + 1
                 with user.db.transaction():
                     user.db.delete_messages(src.row.id, gone, src_modseq)
-                    user.db.set_counters(src.row.id, src.row.uidnext, src_modseq)
-                    user.db.add_stale(src.row.id, len(gone))
-                    self._note_own_write(src, src_before)
-                self._after_commit(src, removed=gone)
+                    src_row = self._write_row(src, src_before, src.row.uidnext, src_modseq, stale=len(gone))
+                self._after_commit(src, src_row, removed=gone)
                 user.queue_change(src, ChangeKind.EXPUNGE, gone)
             return pairs
 
@@ -666,6 +675,8 @@ class Mailbox:
         """Messages changed after `modseq` and UIDs expunged after it (RFC 7162 §3.1.4, §3.2.5)."""
         with self._user.reading():
             fs = self._fs
+            if fs.row.highestmodseq <= modseq:  # every change, expunges too, raises HIGHESTMODSEQ
+                return [], []
             infos = self._user.infos(fs)
             if fs.row.highestmodseq - modseq < len(infos) // 8:  # few changes: ask the MODSEQ index
                 found = (infos.get(row[0]) for row in self._user.db.message_rows(fs.row.id, modseq))

@@ -191,6 +191,7 @@ class UserState:
             yield False
             return
         took_flock = False
+        changes: list[Change] = []
         try:
             if not self._flocked:
                 try:
@@ -199,12 +200,24 @@ class UserState:
                     yield False
                     return
                 self._flocked = took_flock = True
-            yield True
+            # One catch-up for the whole block: with the `flock` held no other process can commit, so the
+            # store calls inside need not check again each (a `stat` and a query each time).
+            self._depth += 1
+            try:
+                if self._depth == 1 or took_flock:
+                    self._catch_up()
+                yield True
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    changes, self._pending = self._pending, []
         finally:
             if took_flock:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 self._flocked = False
             self.lock.release()
+        if changes:
+            self._broadcast(changes)
 
     def queue_change(self, fs: FolderState, kind: ChangeKind, uids: list[int] | tuple[int, ...]) -> None:
         """Queue a Change to broadcast once the lock is released (call only after the commit)."""
