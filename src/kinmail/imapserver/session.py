@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from kinmail.imapserver.selected import SelectedMailbox
     from kinmail.runtime import Runtime
     from kinmail.store.store import UserMailboxes
+    from kinmail.store.user import UserState
 
 log = get_logger(__name__)
 
@@ -51,10 +52,27 @@ QUICK_MESSAGES = 5000  # folders of up to this many messages (list in memory) ar
 QUICK_UIDS = 200  # STORE and EXPUNGE of up to this many messages run on the event loop
 
 
+LEASE_SECONDS = 0.05
+"""How long a user's `flock`, once taken by a short call on the event loop, is kept for the next ones; then
+it is given back, and no new lease is taken for LEASE_GAP_SECONDS, so another process waiting for it gets in."""
+LEASE_GAP_SECONDS = 0.01
+
+
 class Holder(Protocol):
     """A user's store (`UserMailboxes`) or folder (`Mailbox`): its lock, if free this instant."""
 
-    def held_now(self) -> AbstractContextManager[bool]: ...
+    def held_now(
+        self, on_lease: Callable[[UserState], None] | None = None
+    ) -> AbstractContextManager[bool]: ...
+
+
+def _lease_taken(user: UserState) -> None:
+    asyncio.get_running_loop().call_later(LEASE_SECONDS, _end_lease, user)
+
+
+def _end_lease(user: UserState) -> None:
+    if not user.end_lease(LEASE_GAP_SECONDS):  # a store thread has the user's lock: try again shortly
+        asyncio.get_running_loop().call_later(LEASE_GAP_SECONDS, _end_lease, user)
 
 
 async def quick(holder: Holder | None, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -64,7 +82,7 @@ async def quick(holder: Holder | None, func: Callable[P, T], *args: P.args, **kw
     when another thread or process holds the lock (a delivery, the full-text indexer), and always when
     `holder` is None (the caller found the call not short)."""
     if holder is not None:
-        with holder.held_now() as held:
+        with holder.held_now(_lease_taken) as held:
             if held:
                 return func(*args, **kwargs)
     return await blocking(func, *args, **kwargs)

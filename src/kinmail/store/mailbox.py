@@ -170,10 +170,12 @@ class Mailbox:
     def special_use(self) -> str | None:
         return self._fs.row.special_use
 
-    def held_now(self) -> contextlib.AbstractContextManager[bool]:
+    def held_now(
+        self, on_lease: Callable[[UserState], None] | None = None
+    ) -> contextlib.AbstractContextManager[bool]:
         """The user's lock, if free this instant (`UserState.held_now`): an event loop runs short calls
         itself inside it instead of handing them to a thread."""
-        return self._user.held_now()
+        return self._user.held_now(on_lease)
 
     def exists(self) -> int:
         """Number of messages (EXISTS), from memory when the list is loaded, else one index query."""

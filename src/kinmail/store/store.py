@@ -281,9 +281,11 @@ class UserMailboxes:
         changed are not looked for (APPEND and COPY only add messages, and need not know of them)."""
         return open_folder(self._user, name, self.quota, scan=scan)
 
-    def held_now(self) -> contextlib.AbstractContextManager[bool]:
+    def held_now(
+        self, on_lease: Callable[[UserState], None] | None = None
+    ) -> contextlib.AbstractContextManager[bool]:
         """The user's lock, if free this instant (see `Mailbox.held_now`)."""
-        return self._user.held_now()
+        return self._user.held_now(on_lease)
 
     def known(self, name: str) -> bool:
         """Whether `name` is in the folder list already loaded, without the lock or the disk (an event loop

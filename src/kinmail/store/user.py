@@ -118,6 +118,8 @@ class UserState:
         self.lock = threading.RLock()
         self._depth = 0
         self._flocked = False
+        self._leased = False  # the `flock` kept between blocks (`held_now(on_lease=...)`, `end_lease`)
+        self._no_lease_until = 0.0
         self._pending: list[Change] = []
         index_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(index_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -143,6 +145,7 @@ class UserState:
 
     def close(self) -> None:
         with self.lock:
+            self._leased = self._flocked = False
             self.db.close()
             os.close(self._lock_fd)
 
@@ -169,7 +172,7 @@ class UserState:
                 if write and not self._flocked:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
                     self._flocked = took_flock = True
-                if self._depth == 1 or took_flock:
+                if (self._depth == 1 and not self._leased) or took_flock:
                     self._catch_up()
                 yield
             finally:
@@ -183,14 +186,18 @@ class UserState:
             self._broadcast(changes)
 
     @contextlib.contextmanager
-    def held_now(self) -> Iterator[bool]:
+    def held_now(self, on_lease: Callable[[UserState], None] | None = None) -> Iterator[bool]:
         """Hold the user's lock and the `flock` for the block if both are free this instant; yields False
         without waiting when either is taken. For an event loop that runs a short store call itself rather
-        than in a thread, but never waits for another thread or process."""
+        than in a thread, but never waits for another thread or process.
+
+        With `on_lease`, a `flock` taken here is kept after the block (a lease) and `on_lease(self)` is called,
+        whose job is to call `end_lease` soon: the short calls of a busy loop then skip the `flock` pair and the
+        check for other processes' commits (none can commit while the lease lasts)."""
         if not self.lock.acquire(blocking=False):
             yield False
             return
-        took_flock = False
+        took_flock = leased = False
         changes: list[Change] = []
         try:
             if not self._flocked:
@@ -204,7 +211,7 @@ class UserState:
             # store calls inside need not check again each (a `stat` and a query each time).
             self._depth += 1
             try:
-                if self._depth == 1 or took_flock:
+                if (self._depth == 1 and not self._leased) or took_flock:
                     self._catch_up()
                 yield True
             finally:
@@ -213,11 +220,30 @@ class UserState:
                     changes, self._pending = self._pending, []
         finally:
             if took_flock:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                self._flocked = False
+                if on_lease is not None and time.monotonic() >= self._no_lease_until:
+                    self._leased = leased = True
+                else:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                    self._flocked = False
             self.lock.release()
         if changes:
             self._broadcast(changes)
+        if leased and on_lease is not None:
+            on_lease(self)
+
+    def end_lease(self, gap: float) -> bool:
+        """Give back a leased `flock` (`held_now`), and take no new lease for `gap` seconds, so that a process
+        waiting for the lock gets its turn. False when the user's lock is taken this instant (try again)."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self._leased and self._depth == 0:
+                self._leased = self._flocked = False
+                self._no_lease_until = time.monotonic() + gap
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            return True
+        finally:
+            self.lock.release()
 
     def queue_change(self, fs: FolderState, kind: ChangeKind, uids: list[int] | tuple[int, ...]) -> None:
         """Queue a Change to broadcast once the lock is released (call only after the commit)."""
