@@ -153,16 +153,18 @@ async def profile_session(kind: str, port: int, user: str, until: float, rng: ra
         elif kind == "fetch":
             if rng.random() < 0.5:
                 start = rng.randint(1, max(1, count - 10))
-                await c.cmd(f"FETCH {start}:{start + 9} ({' '.join(rng.sample(FIELDS, 3))})")
+                await c.cmd(f"FETCH {start}:{min(start + 9, count)} ({' '.join(rng.sample(FIELDS, 3))})")
             else:
                 await c.cmd(f"FETCH {rng.randint(1, count)} BODY.PEEK[]")
         else:
             r = rng.random()
+            if count == 0 and r >= 0.10:  # an empty folder (a small --messages): append instead
+                r = 0.85
             if r < 0.10:
                 count = exists_of(await c.cmd("SELECT INBOX"))
             elif r < 0.40:
                 start = rng.randint(1, max(1, count - 10))
-                await c.cmd(f"FETCH {start}:{start + 9} ({' '.join(rng.sample(FIELDS, 3))})")
+                await c.cmd(f"FETCH {start}:{min(start + 9, count)} ({' '.join(rng.sample(FIELDS, 3))})")
             elif r < 0.65:
                 await c.cmd(f"FETCH {rng.randint(1, count)} BODY.PEEK[]")
             elif r < 0.80:
