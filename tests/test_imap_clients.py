@@ -311,7 +311,15 @@ def test_mail_dropped_into_maildir_is_picked_up(server: KinmailServer) -> None:
     assert m.untagged_responses.get("EXISTS") == [str(before + 1).encode()]
     _typ, data = m.search(None, "SUBJECT", '"hello there"')
     assert data[0]
+    # a whole mailbox copied in: indexed in a store thread, not by the event loop the session's NOOP ran on
+    for n in range(500):
+        (new / f"{int(time.time())}.copied{n}.host").write_bytes(MESSAGE)
+    m.untagged_responses.clear()
+    m.noop()
+    assert m.untagged_responses.get("EXISTS") == [str(before + 501).encode()]
     m.logout()
+    log = server.log()
+    assert "imap.scan_in_thread" in log and "added=500" in log
 
 
 def test_flag_changes_and_expunges_reach_the_other_session(server: KinmailServer) -> None:

@@ -1,5 +1,6 @@
-"""A lease of a user's `flock` (`UserState.held_now(on_lease=...)`, `end_lease`): the event loop's short store
-calls keep the cross-process lock between them for a moment, and give it back so other processes get in."""
+"""The event loop's short store calls: a lease of a user's `flock` (`UserState.held_now(on_lease=...)`,
+`end_lease`) keeps the cross-process lock between them for a moment, and gives it back so other processes get
+in; a short call (`short_call`) leaves files other programs dropped into a folder to a thread."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kinmail.store import Store
+from kinmail.store import NotShort, Store, short_call
 from kinmail.store.mailbox import Mailbox
 from kinmail.store.user import UserState
 
@@ -112,3 +113,37 @@ def test_another_process_commits_after_the_lease_and_the_next_call_sees_it(
             assert box.uids() == [first, delivered[0]]  # caught up with the other process's commit
     finally:
         other.close()
+
+
+def test_a_lease_is_given_back_and_changes_told_when_the_block_raises(
+    store: Store, box: Mailbox, outsider: int
+) -> None:
+    leases: list[UserState] = []
+    told: list[object] = []
+    store.subscribe(ALICE, told.append)
+    with pytest.raises(RuntimeError), box.held_now(leases.append) as held:
+        assert held
+        box.append(msg(1))
+        raise RuntimeError("after the commit")
+    assert leases == [box.user_state]  # so the caller ends the lease as usual
+    assert told  # the append committed: sessions hear of it
+    assert box.user_state.end_lease(gap=0)
+    assert free(outsider)
+
+
+def test_a_short_call_leaves_files_other_programs_dropped_to_a_thread(box: Mailbox) -> None:
+    kept = box.append(msg(1))
+    folder = box.folder_state.path
+    for n in range(3):
+        (folder / "new" / f"170000000{n}.external.host").write_bytes(msg(10 + n))
+    os.unlink(box.path(kept))
+    before = (box.uids(), box.highestmodseq)
+    with box.held_now() as held, short_call():
+        assert held
+        with pytest.raises(NotShort):
+            box.refresh()
+        assert (box.uids(), box.highestmodseq) == before  # nothing changed: the call can be made again
+    assert box.refresh()  # where it may wait for the disk
+    assert len(box.uids()) == 3 and kept not in box.uids()
+    with short_call():
+        assert not box.refresh()  # nothing new: a short call does its cheap look as before

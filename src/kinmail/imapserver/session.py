@@ -21,6 +21,7 @@ from kinmail.core.errors import KinmailError
 from kinmail.core.log import get_logger
 from kinmail.proto.imap_parser import Command, ParseError
 from kinmail.proto.imap_response import ImapError, Status, tagged, untagged
+from kinmail.store import NotShort, short_call
 
 if TYPE_CHECKING:
     from kinmail.imapserver.selected import SelectedMailbox
@@ -82,9 +83,12 @@ async def quick(holder: Holder | None, func: Callable[P, T], *args: P.args, **kw
     when another thread or process holds the lock (a delivery, the full-text indexer), and always when
     `holder` is None (the caller found the call not short)."""
     if holder is not None:
-        with holder.held_now(_lease_taken) as held:
-            if held:
-                return func(*args, **kwargs)
+        try:
+            with holder.held_now(_lease_taken) as held, short_call():
+                if held:
+                    return func(*args, **kwargs)
+        except NotShort as exc:  # files other programs dropped into the folder: indexed in a thread
+            log.debug("imap.scan_in_thread", found=str(exc))
     return await blocking(func, *args, **kwargs)
 
 

@@ -31,3 +31,9 @@ class QuotaExceeded(StoreError):
 
 class MessageGone(StoreError):
     """The message was expunged (by another session or another program) and cannot be read."""
+
+
+class NotShort(Exception):
+    """A call made as a short one (`kinmail.store.user.short_call`) found long work to do — files another
+    program added, removed or renamed in a folder, to read and index with a durable commit — and did nothing:
+    the caller runs it again where it may wait for the disk. Never reaches a user."""

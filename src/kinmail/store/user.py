@@ -13,6 +13,7 @@ or written. Changes are queued while the lock is held and broadcast when it is r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import os
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from kinmail.core.log import get_logger
 from kinmail.store import maildir, snapshot
-from kinmail.store.errors import NoSuchFolder
+from kinmail.store.errors import NoSuchFolder, NotShort
 from kinmail.store.index import FolderRow, UserIndex, open_index
 from kinmail.store.names import INBOX, folder_dir_name, name_from_dir
 from kinmail.store.types import Change, ChangeKind, MessageInfo, flagset, flagtext
@@ -31,6 +32,20 @@ log = get_logger(__name__)
 
 RECENT_NS = 2_000_000_000
 FINE_RECENT_NS = 100_000_000
+
+_SHORT: contextvars.ContextVar[bool] = contextvars.ContextVar("short_call", default=False)
+
+
+@contextlib.contextmanager
+def short_call() -> Iterator[None]:
+    """Mark the store calls of the block as short ones (an event loop running them itself): a folder scan that
+    finds files other programs added, removed or renamed raises `NotShort` before it changes anything, rather
+    than reading and indexing them there — a thousand files copied into a Maildir would stop the loop."""
+    token = _SHORT.set(True)
+    try:
+        yield
+    finally:
+        _SHORT.reset(token)
 
 
 def _same_files(listing: list[tuple[str, list[str]]], infos: dict[int, MessageInfo] | None) -> bool:
@@ -226,10 +241,11 @@ class UserState:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                     self._flocked = False
             self.lock.release()
-        if changes:
-            self._broadcast(changes)
-        if leased and on_lease is not None:
-            on_lease(self)
+            # also when the block raised: a lease must always be given back, and what committed be told
+            if leased and on_lease is not None:
+                on_lease(self)
+            if changes:
+                self._broadcast(changes)
 
     def end_lease(self, gap: float) -> bool:
         """Give back a leased `flock` (`held_now`), and take no new lease for `gap` seconds, so that a process
@@ -526,6 +542,10 @@ class UserState:
                             and f != "$Forwarded"
                         }
                         renamed.append((uid, disk[0], flagtext(new_flags)))
+            if (added or removed or renamed) and _SHORT.get():
+                raise NotShort(
+                    f"{row.name}: {len(added)} added, {len(removed)} removed, {len(renamed)} renamed"
+                )
             if not added and not removed and not renamed:
                 recent = settle_ns(mtimes)
                 settled = scanned_at - max(mtimes) > recent
