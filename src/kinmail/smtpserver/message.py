@@ -12,12 +12,12 @@ Called by `kinmail.smtpserver.session`. Keeps nothing on disk.
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections import deque
 from dataclasses import dataclass
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 
+from kinmail.core.maildate import now_rfc5322
 from kinmail.message.address import parse_addresses
 from kinmail.message.headers import parse_fields
 
@@ -74,7 +74,7 @@ def received_header(
     if tls is not None:
         lines.append(f"({tls.describe()})")
     lines.append(f"id {queue_id}")
-    date = format_datetime(datetime.datetime.now(datetime.UTC).astimezone())
+    date = now_rfc5322()
     if len(recipients) == 1:
         lines.append(f"for <{recipients[0]}>; {date}")
     else:
@@ -131,7 +131,7 @@ def prepare_submission(
     )
     added = b""
     if "date" not in names:
-        added += f"Date: {format_datetime(datetime.datetime.now(datetime.UTC).astimezone())}\r\n".encode()
+        added += f"Date: {now_rfc5322()}\r\n".encode()
     if "message-id" not in names:
         added += f"Message-ID: {make_msgid(domain=hostname)}\r\n".encode()
     if not body:
