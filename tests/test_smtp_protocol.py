@@ -297,6 +297,20 @@ def test_pipelining_and_bdat(mx: KinmailServer) -> None:
     raw.close()
 
 
+def test_replies_to_pipelined_commands_come_in_one_write(mx: KinmailServer) -> None:
+    """As Postfix answers them: held until the server has read all the client sent, then written at once (one
+    segment on loopback, read by one recv), not a system call and a segment each."""
+    raw = Raw(mx)
+    raw.cmd("EHLO client.example")
+    for _ in range(5):
+        raw.send(
+            b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\nRSET\r\n"
+        )
+        got = raw.sock.recv(65536)
+        assert got.count(b"\r\n") == 4 and got.startswith(b"250") and got.endswith(b"\r\n"), got
+    raw.close()
+
+
 def test_starttls_discards_pipelined_input(mx: KinmailServer) -> None:
     sock = socket.create_connection(("127.0.0.1", mx.port("smtp")), timeout=10)
     file = sock.makefile("rb")

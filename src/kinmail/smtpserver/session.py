@@ -85,6 +85,7 @@ class SmtpSession:
         self.cid = new_cid()
         self.client_ip = peer_ip(writer)
         self.buf = bytearray()
+        self._out: list[bytes] = []  # replies not yet handed to the transport (`flush`)
         self.helo = ""
         self.esmtp = False
         self.tls: TlsInfo | None = None
@@ -98,12 +99,22 @@ class SmtpSession:
 
     # --- I/O -----------------------------------------------------------------------------------------------
     def send(self, reply: Reply) -> None:
-        self.writer.write(reply.render())
+        """Queue a reply; `flush` sends the queued ones together. `read_line` flushes before it waits for the
+        client, so the replies to pipelined commands (MAIL, RCPT, DATA in one packet) go out in one write, as
+        Postfix answers them, instead of a system call each."""
+        self._out.append(reply.render())
+
+    def _write_out(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out))
+            self._out.clear()
 
     async def flush(self) -> None:
+        self._write_out()
         await self.writer.drain()
 
     async def _fill(self) -> None:
+        self._write_out()  # never wait for the client with a reply of ours held back
         watch = self._watch
         if watch is None:  # not yet serving (tests drive parts of a session directly)
             data = await self.reader.read(READ_SIZE)
@@ -171,6 +182,7 @@ class SmtpSession:
             self._watch.close()
             self._abort_bdat()
             with contextlib.suppress(Exception):
+                self._write_out()  # a last reply not flushed: the transport sends it before it closes
                 self.writer.close()
             log.info(
                 "smtp.disconnect",
@@ -364,6 +376,7 @@ class SmtpSession:
         if isinstance(pending, bytearray):
             pending.clear()
         self.send(smtp.READY_TLS)
+        self._write_out()
         try:
             await self.writer.start_tls(context, ssl_handshake_timeout=30)
         except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
