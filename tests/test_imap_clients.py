@@ -579,6 +579,44 @@ def test_extensions_over_the_wire(server: KinmailServer) -> None:
     m.logout()
 
 
+def test_sort_and_search_answer_sequence_numbers_once_uids_differ(server: KinmailServer) -> None:
+    m = login(server, DAVE)
+    m.create("Sorting")
+    for n in range(20):
+        m.append("Sorting", None, None, b"Subject: filler %d\r\n\r\nnothing to see\r\n" % n)
+    for subject, body in [
+        ("delta", "apple"),
+        ("alpha", "banana rareword"),
+        ("charlie", "apple"),
+        ("bravo", "apple rareword"),
+    ]:
+        m.append("Sorting", None, None, f"Subject: {subject}\r\n\r\n{body}\r\n".encode())
+    m.select("Sorting")
+    m.store("1:5,21", "+FLAGS.SILENT", "\\Deleted")  # five fillers and "delta": UIDs 22-24 are now 16-18
+    m.expunge()
+
+    def ids(data: list[bytes | None]) -> list[int]:
+        return [int(x) for x in (data[-1] or b"").split()]
+
+    def search(*keys: str) -> list[int]:
+        return ids(m.search(None, *keys)[1])
+
+    def sort(*keys: str) -> list[int]:
+        return ids(m.sort("(SUBJECT)", "UTF-8", *keys)[1])
+
+    assert sort("TEXT", "rareword") == [16, 18]
+    assert sort("NOT", "SUBJECT", "filler") == [16, 18, 17]
+    assert ids(m.uid("SORT", "(SUBJECT)", "UTF-8", "NOT", "SUBJECT", "filler")[1]) == [22, 24, 23]
+    assert search("TEXT", "rareword") == [16, 18]
+    assert ids(m.uid("SEARCH", "TEXT", "rareword")[1]) == [22, 24]
+    assert search("TEXT", "rareword", "SUBJECT", "bravo") == [18]
+    assert search("OR", "TEXT", "banana", "SUBJECT", "charlie") == [16, 17]
+    assert search("TEXT", "apple", "NOT", "TEXT", "rareword") == [17]
+    assert search("TEXT", "nothing") == list(range(1, 16))
+    assert search("TEXT", "nowhere") == []
+    m.logout()
+
+
 JUNK_COMMANDS = [
     b"x FETCH 1:* (BODY[1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21.22.23.24.25]<0.5>)",
     b"x FETCH 4294967296 FLAGS",

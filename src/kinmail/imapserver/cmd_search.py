@@ -9,6 +9,7 @@ The matching runs in a worker thread. Keeps nothing on disk.
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,18 @@ def _match(key: SearchKey, info: MessageInfo, seq: int, ctx: SearchContext, cont
     return False
 
 
+def _required(key: SearchKey, ctx: SearchContext) -> set[int] | None:
+    """The UIDs outside which no message can match: the full-text hits of the BODY and TEXT keys that the
+    whole key needs (itself, or in a conjunction); None when there are none."""
+    if key.name in TEXT_KEYS:
+        return ctx.fts[id(key)]
+    if key.name == "AND":
+        found = [hits for hits in (_required(k, ctx) for k in key.children) if hits is not None]
+        if found:
+            return set.intersection(*found)
+    return None
+
+
 def run_search(ctx: SearchContext, key: SearchKey) -> list[int]:
     """The UIDs matching `key`, in UID order (runs in a worker thread)."""
     sel = ctx.sel
@@ -163,10 +176,19 @@ def run_search(ctx: SearchContext, key: SearchKey) -> list[int]:
     )
     if not ctx.exact_check:
         text_candidates = set()
+    uids, infos = list(sel.uids), list(sel.msgs.values())
+    required = _required(key, ctx)
+    if required is not None and key.name in TEXT_KEYS and not ctx.exact_check:
+        return [uid for uid in uids if uid in required]  # the index's answer is the answer
+    positions: list[int] | range = range(len(uids))
+    if required is not None and len(required) * 8 < len(uids):  # few candidates: find them by bisection
+        wanted = sorted(required)
+        at = [bisect.bisect_left(uids, uid) for uid in wanted]
+        positions = [i for i, uid in zip(at, wanted, strict=True) if i < len(uids) and uids[i] == uid]
     out: list[int] = []
-    for index, uid in enumerate(list(sel.uids)):
-        info = sel.msgs.get(uid)
-        if info is None:
+    for index in positions:
+        uid, info = uids[index], infos[index]
+        if required is not None and uid not in required:
             continue
         content: dict[str, Any] = {}
         if needs_content or uid in text_candidates:
@@ -213,7 +235,7 @@ async def cmd_search(s: Session, cmd: Command) -> None:
     uses_modseq = any(k.name == "MODSEQ" for k in _walk(key))
     if uses_modseq:
         s.enable_condstore()
-    numbers = uids if uid_cmd else [sel.seq_of(u) for u in uids]
+    numbers = uids if uid_cmd else sel.msgs.many(uids)[1]  # UID order: one bisection each, from the last
     if returns is None and "IMAP4REV2" in s.enabled:
         returns = {"ALL"}  # RFC 9051 §6.4.4: IMAP4rev2 answers with ESEARCH
     if returns is None:
@@ -319,8 +341,7 @@ async def cmd_sort(s: Session, cmd: Command) -> None:
         ]
         return msort.sort_ids(items, criteria)
 
-    uids = await blocking(work)
-    numbers = uids if uid_cmd else [sel.seq_of(u) for u in uids]
+    numbers = await blocking(work)  # UIDs or sequence numbers already, in the sorted order
     if returns is not None:
         parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if uid_cmd else [])
         if numbers and "ALL" in (returns or {"ALL"}):

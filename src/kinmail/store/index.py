@@ -294,7 +294,12 @@ class UserIndex:
     ) -> list[tuple[int, str, int, int, float, str]]:
         """(uid, flags, modseq, size, internaldate, filename) in UID order, only those changed after a MODSEQ."""
         if since_modseq:
-            sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE folder=? AND modseq>? ORDER BY uid"
+            # by the MODSEQ index: left to itself, SQLite walks the whole folder in UID order to save a sort
+            # (12 ms for 100,000 messages at every change, for the few rows that changed)
+            sql = (
+                f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_modseq"
+                " WHERE folder=? AND modseq>? ORDER BY uid"
+            )
             return self.conn.execute(sql, (folder_id, since_modseq)).fetchall()
         sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE folder=? ORDER BY uid"
         return self.conn.execute(sql, (folder_id,)).fetchall()
@@ -389,7 +394,9 @@ class UserIndex:
 
     def fts_pending(self, folder_id: int, limit: int) -> list[tuple[int, str]]:
         rows = self.conn.execute(
-            "SELECT uid, filename FROM messages WHERE folder=? AND fts_done=0 LIMIT ?", (folder_id, limit)
+            # by its index: without statistics SQLite takes the primary key and reads the whole folder
+            "SELECT uid, filename FROM messages INDEXED BY messages_fts WHERE folder=? AND fts_done=0 LIMIT ?",
+            (folder_id, limit),
         )
         return [(msg_key(folder_id, int(a)), str(b)) for a, b in rows]
 
