@@ -2,7 +2,8 @@
 
 Public names for the rest of kinmail (see docs/internals.md, "Store"): `Store`, `UserMailboxes`, `Mailbox`,
 `MessageInfo`, `FolderInfo`, `FolderStatus`, `Change`, `ChangeKind`, the errors, `short_call` and its
-`NotShort`, and the modified UTF-7 helpers `encode_mutf7` / `decode_mutf7`. Keeps on disk what `kinmail.store.store` describes.
+`NotShort`, and the modified UTF-7 helpers `encode_mutf7` / `decode_mutf7`. Keeps on disk what
+`kinmail.store.store` describes.
 """
 
 from kinmail.store.errors import (
