@@ -64,6 +64,12 @@ def _usage_key(user: UserState) -> tuple[int, int, int]:
     return id(user.db), user.db.data_version(), user.db.conn.total_changes
 
 
+def _usage_key_flocked(user: UserState) -> tuple[int, int, int]:
+    """`_usage_key` with the `flock` held, without its query: no other process can commit then, so the version
+    the last catch-up read is the current one (`UserState.data_version_seen`)."""
+    return id(user.db), user.data_version_seen, user.db.conn.total_changes
+
+
 def _take_back(paths: list[Path]) -> None:
     """Remove the files of a store that failed before its index commit: from tmp/, or already renamed into the
     folder (all or nothing — a file left there would be found by the next scan, and a retried delivery stored
@@ -382,7 +388,7 @@ class Mailbox:
         fs = staged.fs
         assert fs is not None
         added: list[MessageInfo] = []
-        usage_before = _usage_key(user)
+        usage_before = _usage_key_flocked(user)
         with user.db.transaction(durable=False):
             for n, uid in enumerate(staged.uids):
                 size, modseq = len(staged.datas[n]), staged.first_modseq + n
@@ -397,7 +403,7 @@ class Mailbox:
         staged.placed.clear()  # committed: the files are the folder's now
         cached = _USAGE.get(user)
         if cached is not None and cached[0] == usage_before:
-            _USAGE[user] = (_usage_key(user), cached[1] + staged.total)
+            _USAGE[user] = (_usage_key_flocked(user), cached[1] + staged.total)
         self._after_commit(fs, row, added)
         user.queue_change(fs, ChangeKind.APPEND, staged.uids)
         self._note_unindexed(fs)

@@ -268,6 +268,12 @@ class UserState:
     def queue_folders_change(self, name: str) -> None:
         self._pending.append(Change(self.address, name, ChangeKind.FOLDERS, (), 0))
 
+    @property
+    def data_version_seen(self) -> int:
+        """`PRAGMA data_version` as the last catch-up read it: the current value while the `flock` is held (no
+        other process can commit then, and this connection's own commits do not change it)."""
+        return self._data_version
+
     def _catch_up(self) -> None:
         if not hasattr(self, "db"):
             return
