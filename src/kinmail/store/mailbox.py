@@ -60,13 +60,9 @@ _USAGE: weakref.WeakKeyDictionary[UserState, tuple[tuple[int, int, int], int]] =
 
 def _usage_key(user: UserState) -> tuple[int, int, int]:
     """Changes whenever anything changed the user's index: it was reopened, another process committed
-    (`PRAGMA data_version`) or this connection changed a row (`total_changes`). Call with the user's lock held."""
-    return id(user.db), user.db.data_version(), user.db.conn.total_changes
-
-
-def _usage_key_flocked(user: UserState) -> tuple[int, int, int]:
-    """`_usage_key` with the `flock` held, without its query: no other process can commit then, so the version
-    the last catch-up read is the current one (`UserState.data_version_seen`)."""
+    (`PRAGMA data_version`, as the catch-up at the start of the lock hold read it: the current value while the
+    `flock` is held, `UserState.data_version_seen`) or this connection changed a row (`total_changes`). Call
+    with the user's lock held."""
     return id(user.db), user.data_version_seen, user.db.conn.total_changes
 
 
@@ -388,7 +384,7 @@ class Mailbox:
         fs = staged.fs
         assert fs is not None
         added: list[MessageInfo] = []
-        usage_before = _usage_key_flocked(user)
+        usage_before = _usage_key(user)
         with user.db.transaction(durable=False):
             for n, uid in enumerate(staged.uids):
                 size, modseq = len(staged.datas[n]), staged.first_modseq + n
@@ -403,7 +399,7 @@ class Mailbox:
         staged.placed.clear()  # committed: the files are the folder's now
         cached = _USAGE.get(user)
         if cached is not None and cached[0] == usage_before:
-            _USAGE[user] = (_usage_key_flocked(user), cached[1] + staged.total)
+            _USAGE[user] = (_usage_key(user), cached[1] + staged.total)
         self._after_commit(fs, row, added)
         user.queue_change(fs, ChangeKind.APPEND, staged.uids)
         self._note_unindexed(fs)

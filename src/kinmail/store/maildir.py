@@ -325,14 +325,16 @@ def _uidlist_extras(folder_path: Path) -> tuple[list[str], dict[str, str]]:
     return header_extra, entry_extra
 
 
-def append_uidlist(folder_path: Path, entries: Iterable[tuple[int, str]]) -> None:
+def append_uidlist(folder_path: Path, entries: Iterable[tuple[int, str]], *, create: bool = True) -> None:
     """Append (uid, base) lines to `dovecot-uidlist`, before the index commits them. Not synced: a crash of
     the process loses nothing (the page cache has it), a power cut may cost the list its last lines, and then
-    the UIDs come from the index or are given anew; the messages themselves are synced. See docs/store.md."""
+    the UIDs come from the index or are given anew; the messages themselves are synced. See docs/store.md.
+    With `create=False` a missing list raises FileNotFoundError instead of being started with these lines."""
     text = "".join(f"{uid} :{base}\n" for uid, base in entries)
     if not text:
         return
-    fd = os.open(folder_path / UIDLIST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0)
+    fd = os.open(folder_path / UIDLIST, flags, 0o600)
     try:
         os.write(fd, text.encode("utf-8"))
     finally:

@@ -477,10 +477,12 @@ class UserState:
     def append_uidlist(self, fs: FolderState, entries: list[tuple[int, str]]) -> None:
         """Record new UIDs in `dovecot-uidlist` before the index commits them; a list someone removed is
         written again whole first, so that its UIDVALIDITY and UIDs are never lost."""
-        if not os.path.exists(fs.path / maildir.UIDLIST):
+        try:
+            maildir.append_uidlist(fs.path, entries, create=False)
+        except FileNotFoundError:
             log.warning("store.uidlist_missing", user=self.address, folder=fs.row.name)
             maildir.write_uidlist(fs.path, fs.row.uidvalidity, fs.row.uidnext, self.db.uid_bases(fs.row.id))
-        maildir.append_uidlist(fs.path, entries)
+            maildir.append_uidlist(fs.path, entries)
 
     # --- scanning the Maildir -----------------------------------------------------------------------------
     def scan(
