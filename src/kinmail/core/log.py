@@ -93,18 +93,19 @@ def get_logger(name: str) -> EventLogger:
 class _Formatter(logging.Formatter):
     """`ts=... level=... MESSAGE`; the line is made once per record, however many handlers write it."""
 
-    _second = -1
-    _stamp = ""
+    _stamp: tuple[int, str] = (-1, "")  # (second, its text), replaced whole: threads format at once
 
     def format(self, record: logging.LogRecord) -> str:
         line: str | None = record.__dict__.get("_kinmail_line")
         if line is not None:
             return line
         second = int(record.created)
-        if second != self._second:
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        line = f"ts={self._stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} {record.getMessage()}"
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        line = (
+            f"ts={stamp[1]}.{int(record.msecs):03d}Z level={record.levelname.lower()} {record.getMessage()}"
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         record.__dict__["_kinmail_line"] = line

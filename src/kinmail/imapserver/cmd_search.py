@@ -9,7 +9,6 @@ The matching runs in a worker thread. Keeps nothing on disk.
 
 from __future__ import annotations
 
-import bisect
 import importlib.util
 import time
 from dataclasses import dataclass, field
@@ -176,18 +175,16 @@ def run_search(ctx: SearchContext, key: SearchKey) -> list[int]:
     )
     if not ctx.exact_check:
         text_candidates = set()
-    uids, infos = list(sel.uids), list(sel.msgs.values())
     required = _required(key, ctx)
     if required is not None and key.name in TEXT_KEYS and not ctx.exact_check:
-        return [uid for uid in uids if uid in required]  # the index's answer is the answer
-    positions: list[int] | range = range(len(uids))
-    if required is not None and len(required) * 8 < len(uids):  # few candidates: find them by bisection
-        wanted = sorted(required)
-        at = [bisect.bisect_left(uids, uid) for uid in wanted]
-        positions = [i for i, uid in zip(at, wanted, strict=True) if i < len(uids) and uids[i] == uid]
+        return [uid for uid in sel.uids if uid in required]  # the index's answer is the answer
+    infos: list[MessageInfo] = list(sel.msgs.values())
+    seqs: list[int] | range = range(1, len(infos) + 1)
+    if required is not None and len(required) * 8 < len(infos):  # few candidates: only they are looked at
+        infos, seqs = sel.msgs.many(sorted(required))
     out: list[int] = []
-    for index in positions:
-        uid, info = uids[index], infos[index]
+    for info, seq in zip(infos, seqs, strict=True):
+        uid = info.uid
         if required is not None and uid not in required:
             continue
         content: dict[str, Any] = {}
@@ -196,7 +193,7 @@ def run_search(ctx: SearchContext, key: SearchKey) -> list[int]:
                 content["message"] = Message(sel.mailbox.read(uid))
             except (MessageGone, FileNotFoundError):
                 continue
-        if _match(key, info, index + 1, ctx, content):
+        if _match(key, info, seq, ctx, content):
             out.append(uid)
     return out
 
@@ -235,7 +232,7 @@ async def cmd_search(s: Session, cmd: Command) -> None:
     uses_modseq = any(k.name == "MODSEQ" for k in _walk(key))
     if uses_modseq:
         s.enable_condstore()
-    numbers = uids if uid_cmd else sel.msgs.many(uids)[1]  # UID order: one bisection each, from the last
+    numbers = uids if uid_cmd else sel.msgs.seqs(uids)
     if returns is None and "IMAP4REV2" in s.enabled:
         returns = {"ALL"}  # RFC 9051 §6.4.4: IMAP4rev2 answers with ESEARCH
     if returns is None:

@@ -76,17 +76,20 @@ class UidMap:
         return len(self._infos)
 
     def many(self, uids: list[int]) -> tuple[list[MessageInfo], list[int]]:
-        """The messages of `uids` (ascending) that are in the view, and their sequence numbers; each bisect
-        starts where the last ended."""
-        out: list[MessageInfo] = []
+        """The messages of `uids` (ascending) that are in the view, and their sequence numbers."""
+        seqs = self.seqs(uids)
+        return [self._infos[seq - 1] for seq in seqs], seqs
+
+    def seqs(self, uids: list[int]) -> list[int]:
+        """The sequence numbers of `uids` (ascending) that are in the view; each bisect starts where the last
+        ended."""
         seqs: list[int] = []
         lo, end, view = 0, len(self._uids), self._uids
         for uid in uids:
             lo = bisect.bisect_left(view, uid, lo, end)
             if lo < end and view[lo] == uid:
-                out.append(self._infos[lo])
                 seqs.append(lo + 1)
-        return out, seqs
+        return seqs
 
     def values(self) -> list[MessageInfo]:
         return self._infos

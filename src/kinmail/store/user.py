@@ -36,16 +36,19 @@ FINE_RECENT_NS = 100_000_000
 _SHORT: contextvars.ContextVar[bool] = contextvars.ContextVar("short_call", default=False)
 
 
-@contextlib.contextmanager
-def short_call() -> Iterator[None]:
+class short_call:  # lower case: used like a function, `with short_call():`
     """Mark the store calls of the block as short ones (an event loop running them itself): a folder scan that
     finds files other programs added, removed or renamed raises `NotShort` before it changes anything, rather
-    than reading and indexing them there — a thousand files copied into a Maildir would stop the loop."""
-    token = _SHORT.set(True)
-    try:
-        yield
-    finally:
-        _SHORT.reset(token)
+    than reading and indexing them there — a thousand files copied into a Maildir would stop the loop. A class,
+    not a generator: it wraps every short call of the IMAP server."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _SHORT.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _SHORT.reset(self._token)
 
 
 def _same_files(listing: list[tuple[str, list[str]]], infos: dict[int, MessageInfo] | None) -> bool:
