@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kinmail.store import Store
@@ -138,3 +139,70 @@ def test_users_at_work_put_the_indexer_off_but_not_forever() -> None:
         assert 1.0 <= time.monotonic() - started < 3  # it waited for max_delay, not just `quiet`
     finally:
         backfill.close()
+
+
+def dead_rows(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "index" / "example.test" / "alice.sqlite") as conn:
+        return int(conn.execute("SELECT count(*) FROM fts_dead").fetchone()[0])
+
+
+def wait_for(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 10
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return check()
+
+
+def test_expunged_text_is_left_to_the_indexer_and_never_found(store: Store, tmp_path: Path) -> None:
+    mb = store.mailboxes(ALICE)
+    uids = mb.deliver_many("INBOX", [msg(f"note {n}", f"walrus{n} tusk") for n in range(5)])
+    box = mb.open("INBOX")
+    assert box.search_text("tusk", "body") == set(uids)  # indexes them all
+    box.store_flags(uids[:3], ["\\Deleted"], "add")
+    assert box.expunge() == uids[:3]
+    assert indexed_rows(tmp_path) == 5 and dead_rows(tmp_path) == 3  # the expunge only marked their rows
+    assert box.search_text("tusk", "body") == set(uids[3:])
+    assert box.search_text("walrus0") == set()
+    assert wait_for(lambda: dead_rows(tmp_path) == 0)  # the background indexer deleted them
+    assert indexed_rows(tmp_path) == 2
+    assert box.search_text("tusk", "body") == set(uids[3:])
+
+
+def test_a_folder_made_again_does_not_find_the_old_folders_text(tmp_path: Path) -> None:
+    store = Store(tmp_path / "mail", tmp_path / "index")
+    store.backfill.close()  # nothing deletes the marked rows: the search must skip them itself
+    try:
+        mb = store.mailboxes(ALICE)
+        mb.create_folder("Projects")
+        old = mb.open("Projects")
+        (uid,) = mb.deliver_many("Projects", [msg("plans", "narwhal horn")])
+        assert old.search_text("narwhal") == {uid}
+        mb.delete_folder("Projects")
+        assert dead_rows(tmp_path) == 1
+        mb.create_folder("Projects")
+        again = mb.open("Projects")
+        (new_uid,) = mb.deliver_many("Projects", [msg("other", "penguin")])
+        assert again.search_text("narwhal") == set()
+        assert again.search_text("penguin") == {new_uid}
+    finally:
+        store.close()
+
+
+def test_an_index_of_version_4_gets_the_new_table_in_place(tmp_path: Path) -> None:
+    store = Store(tmp_path / "mail", tmp_path / "index")
+    store.mailboxes(ALICE).deliver("INBOX", msg("kept", "seal"))
+    store.close()
+    path = tmp_path / "index" / "example.test" / "alice.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE fts_dead")
+        conn.execute("PRAGMA user_version=4")
+    store = Store(tmp_path / "mail", tmp_path / "index")
+    try:
+        box = store.mailboxes(ALICE).open("INBOX")
+        (uid,) = box.search_text("seal")
+        assert box.expunge() == [] and dead_rows(tmp_path) == 0
+        assert not list((tmp_path / "index" / "example.test").glob("*.broken-*"))  # not rebuilt
+        box.store_flags([uid], ["\\Deleted"], "add")
+        assert box.expunge() == [uid]
+    finally:
+        store.close()

@@ -567,9 +567,11 @@ class Mailbox:
         uids = [i.uid for i in doomed]
         modseq = fs.row.highestmodseq + 1
         with user.db.transaction(durable=False):
-            user.db.delete_messages(fs.row.id, uids, modseq)
+            forgotten = user.db.delete_messages(fs.row.id, uids, modseq)
             row = self._write_row(fs, before, fs.row.uidnext, modseq, stale=len(uids))
         self._after_commit(fs, row, removed=uids)
+        if forgotten:
+            self._note_unindexed(fs)  # their full-text rows are deleted by the background indexer
         stale = row.stale_uidlist
         user.queue_change(fs, ChangeKind.EXPUNGE, uids)
         if stale > 1000 and stale > user.db.count(fs.row.id):  # counted only when it may matter
@@ -654,9 +656,11 @@ class Mailbox:
                 gone = [info.uid for info, _b, _f in placed]
                 src_modseq = src.row.highestmodseq + 1
                 with user.db.transaction():
-                    user.db.delete_messages(src.row.id, gone, src_modseq)
+                    forgotten = user.db.delete_messages(src.row.id, gone, src_modseq)
                     src_row = self._write_row(src, src_before, src.row.uidnext, src_modseq, stale=len(gone))
                 self._after_commit(src, src_row, removed=gone)
+                if forgotten:
+                    self._note_unindexed(src)
                 user.queue_change(src, ChangeKind.EXPUNGE, gone)
             return pairs
 

@@ -585,7 +585,7 @@ class UserState:
                     progress(done % 1000)
                 for uid, filename, flags in renamed:
                     self.db.update_flags(row.id, uid, filename, flags, modseq)
-                self.db.delete_messages(row.id, removed, modseq)
+                forgotten = self.db.delete_messages(row.id, removed, modseq)
                 self.db.set_counters(row.id, uidnext, modseq)
                 self.db.set_scan(row.id, mtimes[0], mtimes[1], scanned_at)
             self.reload_row(fs)
@@ -597,6 +597,8 @@ class UserState:
                 self.queue_change(fs, ChangeKind.FLAGS, sorted(uid for uid, *_ in renamed))
             if removed:
                 self.queue_change(fs, ChangeKind.EXPUNGE, removed)
+            if forgotten and self.stored_hook is not None:  # the indexer deletes their full-text rows
+                self.stored_hook(self.address, fs.row.name)
             log.info(
                 "store.scan",
                 user=self.address,
