@@ -50,3 +50,31 @@ def test_uids_with_a_flag() -> None:
     assert view.with_flag("\\Seen") == [8]
     assert view.with_flag("\\Flagged") == []
     assert UidMap([], []).with_flag("\\Deleted") == []
+
+
+def test_deleted_uids_are_kept_as_the_view_changes() -> None:
+    deleted = frozenset({"\\Deleted"})
+    view = UidMap([3, 5, 8], [info(3), info(5, deleted), info(8)])
+    assert view.with_flag("\\Deleted") == [5]  # found once, then kept
+    view.replace(info(3, deleted | {"\\Seen"}, 2))
+    view.replace(info(5, frozenset({"\\Seen"}), 3))  # undeleted
+    view.append(info(11, deleted))
+    view.append(info(12))
+    assert view.with_flag("\\Deleted") == [3, 11]
+    view.remove(11)
+    view.remove(4)  # not in the view
+    assert view.with_flag("\\Deleted") == [3]
+    # what the kept set says is what a fresh look says
+    fresh = UidMap(list(view.uids), list(view.values()))
+    assert fresh.with_flag("\\Deleted") == view.with_flag("\\Deleted")
+
+
+def test_a_view_that_shares_its_lists_keeps_its_own_deleted_uids() -> None:
+    key = ("bob@example.test", "INBOX", 1)
+    infos = [info(n) for n in range(1, 4)]
+    a = shared_lists(key, 20, list(infos))
+    b = shared_lists(key, 20, list(infos))
+    assert a.with_flag("\\Deleted") == [] and b.with_flag("\\Deleted") == []
+    a.replace(info(2, frozenset({"\\Deleted"}), 21))
+    assert a.with_flag("\\Deleted") == [2]
+    assert b.with_flag("\\Deleted") == []  # b has not seen the change yet

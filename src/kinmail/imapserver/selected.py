@@ -30,6 +30,7 @@ _RECENT_MARK: dict[tuple[str, str, int], int] = {}
 
 
 _FLAGS_OF = operator.attrgetter("flags")
+DELETED = "\\Deleted"
 
 
 class UidMap:
@@ -37,14 +38,16 @@ class UidMap:
     dict (8 bytes a message instead of about 40). Sessions that select a folder in the same state share one
     pair of lists (`shared_lists`) until one of them changes its view, which then copies them: 1,000 sessions in
     IDLE on 50 users' folders hold 50 copies, not 1,000. Lookups bisect the UID list. Reads like a dict; only
-    `SelectedMailbox` changes it."""
+    `SelectedMailbox` changes it. The UIDs flagged \\Deleted are found once and then kept as the view changes,
+    so that each EXPUNGE of a big folder does not look at every message again."""
 
-    __slots__ = ("_infos", "_shared", "_uids")
+    __slots__ = ("_deleted", "_infos", "_shared", "_uids")
 
     def __init__(self, uids: list[int], infos: list[MessageInfo], *, shared: bool = False) -> None:
         self._uids = uids
         self._infos = infos
         self._shared = shared
+        self._deleted: set[int] | None = None
 
     @property
     def uids(self) -> list[int]:
@@ -99,9 +102,22 @@ class UidMap:
         return set(map(_FLAGS_OF, self._infos))
 
     def with_flag(self, flag: str) -> list[int]:
-        """UIDs of the messages that carry `flag` (EXPUNGE's \\Deleted), without a Python loop per message."""
+        """UIDs of the messages that carry `flag` (EXPUNGE's \\Deleted), ascending."""
+        if flag == DELETED and self._deleted is not None:
+            return sorted(self._deleted)
+        # without a Python loop per message
         has = map(operator.contains, map(_FLAGS_OF, self._infos), itertools.repeat(flag))
-        return list(itertools.compress(self._uids, has))
+        found = list(itertools.compress(self._uids, has))
+        if flag == DELETED:
+            self._deleted = set(found)
+        return found
+
+    def _note(self, info: MessageInfo) -> None:
+        if self._deleted is not None:
+            if DELETED in info.flags:
+                self._deleted.add(info.uid)
+            else:
+                self._deleted.discard(info.uid)
 
     def items(self) -> Iterator[tuple[int, MessageInfo]]:
         return zip(self._uids, self._infos, strict=True)
@@ -112,12 +128,14 @@ class UidMap:
         if i >= 0 and self._infos[i] is not info:
             self._own()
             self._infos[i] = info
+            self._note(info)
 
     def append(self, info: MessageInfo) -> None:
         """A message above the view's last UID joins it."""
         self._own()
         self._uids.append(info.uid)
         self._infos.append(info)
+        self._note(info)
 
     def remove(self, uid: int) -> None:
         i = self.index(uid)
@@ -125,6 +143,8 @@ class UidMap:
             self._own()
             del self._uids[i]
             del self._infos[i]
+            if self._deleted is not None:
+                self._deleted.discard(uid)
 
 
 # (user, folder, uidvalidity) -> the lists of the last SELECT: (HIGHESTMODSEQ, UIDs, infos); one entry a folder
