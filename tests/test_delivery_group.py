@@ -6,6 +6,7 @@ batch that fails as a whole is stored one message at a time, each with its own o
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,3 +140,45 @@ def test_a_failing_batch_fails_only_its_own_callers() -> None:
     error, good = asyncio.run(main())
     assert isinstance(error, OSError)
     assert good == ["GOOD"]
+
+
+def test_files_of_one_folder_are_synced_with_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sync_many(one_fs=True)`: from three files on, one syncfs(2) instead of a fdatasync per file; its error is
+    raised as OSError; fewer files, or files of several folders, are synced one by one."""
+    from kinmail.core import atomic
+
+    if atomic._syncfs is None:
+        pytest.fail("syncfs(2) not found in the C library")
+    calls: list[str] = []
+    real_syncfs, real_fdatasync = atomic._syncfs, atomic.os.fdatasync
+
+    def syncfs(fd: int) -> int:
+        calls.append("syncfs")
+        return int(real_syncfs(fd))
+
+    def fdatasync(fd: int) -> None:
+        calls.append("fdatasync")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(atomic, "_syncfs", syncfs)
+    monkeypatch.setattr(atomic.os, "fdatasync", fdatasync)
+    fds = [os.open(tmp_path / f"f{n}", os.O_WRONLY | os.O_CREAT, 0o600) for n in range(4)]
+    try:
+        for fd in fds:
+            os.write(fd, b"x" * 100)
+        atomic.sync_many(fds, one_fs=True)
+        assert calls == ["syncfs"]
+        calls.clear()
+        atomic.sync_many(fds[:2], one_fs=True)
+        assert calls == ["fdatasync", "fdatasync"]
+        calls.clear()
+        atomic.sync_many(fds[:3])  # not said to be one file system: one thread each
+        assert calls == ["fdatasync"] * 3
+        monkeypatch.setattr(atomic, "_syncfs", lambda fd: -1)
+        with pytest.raises(OSError):
+            atomic.sync_many(fds, one_fs=True)
+    finally:
+        for fd in fds:
+            os.close(fd)

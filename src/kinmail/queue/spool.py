@@ -362,7 +362,7 @@ class Queue:
     def _commit_batch(self, batch: list[_Commit]) -> list[None]:
         """In a worker thread: make every message of the batch durable, then one fsync of the folder.
 
-        Each file's data is flushed (fdatasync, all files of the batch at once: `sync_many`) before it is
+        Each file's data is flushed (all files of the batch at once: `sync_many`, one syncfs) before it is
         renamed in; the names are made durable by one fsync of `queue/` for the whole batch. Files in `tmp/`
         need no folder fsync: after a crash they are dropped anyway."""
         started = time.monotonic()
@@ -371,7 +371,7 @@ class Queue:
             for item in batch:
                 item.spool.finish()
                 fds += (item.spool.fileno(), item.meta_fd)
-            sync_many(fds)
+            sync_many(fds, one_fs=True)  # all in tmp/
         finally:
             for item in batch:
                 item.spool.close()
