@@ -54,9 +54,10 @@ def test_one_commit_per_folder_and_an_outcome_per_delivery(
         commits.append((self.user_state.address, len(staged.uids)))
         real_commit(self, staged, before)
 
-    def sync_many(fds: list[int]) -> None:
+    def sync_many(fds: list[int], *, one_fs: bool = False) -> None:
         syncs.append(len(fds))
-        real_sync(fds)
+        assert not one_fs  # two users' files: a fdatasync each (see `append_group`)
+        real_sync(fds, one_fs=one_fs)
 
     monkeypatch.setattr(Mailbox, "commit", commit)
     monkeypatch.setattr(groupappend, "sync_many", sync_many)  # the files
@@ -140,6 +141,30 @@ def test_a_failing_batch_fails_only_its_own_callers() -> None:
     error, good = asyncio.run(main())
     assert isinstance(error, OSError)
     assert good == ["GOOD"]
+
+
+def test_a_burst_for_one_mailbox_is_synced_with_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kinmail.store import groupappend
+
+    seen: list[tuple[int, bool]] = []
+    real_sync = groupappend.sync_many
+
+    def sync_many(fds: list[int], *, one_fs: bool = False) -> None:
+        seen.append((len(fds), one_fs))
+        real_sync(fds, one_fs=one_fs)
+
+    monkeypatch.setattr(groupappend, "sync_many", sync_many)
+    store = Store(tmp_path / "mail", tmp_path / "index")
+    try:
+        rt = runtime(store)
+        outcomes = deliver_batch(rt, [item(n, ALICE) for n in range(5)])
+        assert [o.status for o in outcomes] == [DELIVERED] * 5
+        assert seen == [(5, True)]
+        assert len(store.mailboxes(ALICE).open("INBOX").uids()) == 5
+    finally:
+        store.close()
 
 
 def test_files_of_one_folder_are_synced_with_one_syncfs(
