@@ -120,6 +120,38 @@ def test_submissions_during_a_batch_go_into_the_next_one() -> None:
     assert seen == [[1], [2, 3, 4, 5, 6, 7]]
 
 
+def test_a_second_batch_starts_only_when_the_first_is_held_up() -> None:
+    """`overlap_after`: while batches are quick they run one at a time; one held up for longer lets the next
+    start beside it, also when nothing more is submitted meanwhile."""
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        if items == [1]:
+            gate.wait(10)
+        return items
+
+    async def main() -> tuple[list[list[int]], list[list[int]]]:
+        with ThreadPoolExecutor(2) as pool:
+            batches: Batches[int, int] = Batches(run, pool, parallel=2, overlap_after=0.3)
+            first = asyncio.ensure_future(batches.submit([1]))
+            await asyncio.sleep(0.05)
+            second = asyncio.ensure_future(batches.submit([2]))
+            await asyncio.sleep(0.1)
+            early = list(seen)  # the first batch has run 0.15 s: the second still waits
+            done, _ = await asyncio.wait([second], timeout=2)  # after 0.3 s it starts beside the held one
+            after = list(seen)
+            gate.set()
+            await first
+            assert done
+            return early, after
+
+    early, after = asyncio.run(main())
+    assert early == [[1]]
+    assert after == [[1], [2]]
+
+
 def test_a_failing_batch_fails_only_its_own_callers() -> None:
     async def main() -> tuple[BaseException | None, list[str]]:
         def run(items: list[str]) -> list[str]:

@@ -4,7 +4,10 @@ thread trip and commit per message) and the spool's commits (`Queue.commit`: the
 finished DATA at the same moment) use it.
 
 While a batch is in its thread, the next one gathers; at most `parallel` batches run at once, so that one
-batch's fsyncs overlap the filtering of the next without many threads taking the GIL from each other. Each
+batch's fsyncs overlap the filtering of the next without many threads taking the GIL from each other. With
+`overlap_after`, a further batch starts only once every running one has taken that long: one batch at a time
+while they are quick (two delivery threads to one mailbox mostly wait for each other's lock), and a second
+one when a batch is held up (a user's lock taken by an index rebuild, a slow mailbox command). Each
 caller gets the results of its own items, only after the whole batch is done; everything submitted runs, even
 when its caller was cancelled meanwhile. Keeps nothing on disk.
 """
@@ -34,13 +37,16 @@ class Batches(Generic[Item, Result]):
         *,
         max_batch: int = MAX_BATCH,
         parallel: int = PARALLEL,
+        overlap_after: float | None = None,
     ) -> None:
         self._run = run
         self._executor = executor
         self._max_batch = max_batch
         self._parallel = parallel
+        self._overlap_after = overlap_after
         self._waiting: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], float] = {}  # -> when it started (loop time)
+        self._recheck: asyncio.TimerHandle | None = None
 
     async def submit(self, items: list[Item]) -> list[Result]:
         """The results of `items`, once the batch they went into is done."""
@@ -57,7 +63,14 @@ class Batches(Generic[Item, Result]):
         return bool(self._waiting or self._running)
 
     def _start(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._waiting and len(self._running) < self._parallel:
+            if self._running and self._overlap_after is not None:
+                due = max(self._running.values()) + self._overlap_after - loop.time()
+                if due > 0:  # the running batches are quick so far: look again when the newest is not
+                    if self._recheck is None:
+                        self._recheck = loop.call_later(due, self._recheck_due)
+                    return
             batch: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
             size = 0
             while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self._max_batch):
@@ -65,11 +78,15 @@ class Batches(Generic[Item, Result]):
                 batch.append(entry)
                 size += len(entry[0])
             task = asyncio.create_task(self._run_batch(batch))
-            self._running.add(task)
+            self._running[task] = loop.time()
             task.add_done_callback(self._finished)
 
+    def _recheck_due(self) -> None:
+        self._recheck = None
+        self._start()
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         self._start()
 
     async def _run_batch(self, batch: list[tuple[list[Item], asyncio.Future[list[Result]]]]) -> None:

@@ -47,7 +47,8 @@ T = TypeVar("T")
 _LocalWork = tuple[QueuedMessage, RecipientState, "Recipient", "DeliveryLedger | None"]
 
 WORKERS = 64  # messages in delivery at once (local ones are batched: `kinmail.queue.batches`)
-LOCAL_THREADS = 4  # local delivery batches (2 at a time) and spool updates run in threads
+LOCAL_THREADS = 4  # local delivery batches (a second one when the first is held up) and spool updates
+LOCAL_OVERLAP_AFTER = 0.1  # seconds a local batch runs before the next may start beside it
 TICK = 1.0
 _DELIVERED = "delivered"
 
@@ -75,7 +76,7 @@ class Scheduler:
         self._flush = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=LOCAL_THREADS, thread_name_prefix="delivery")
         self._local: Batches[_LocalWork, tuple[RecipientState, str, Outcome]] = Batches(
-            self._deliver_local_batch, self._executor
+            self._deliver_local_batch, self._executor, overlap_after=LOCAL_OVERLAP_AFTER
         )
 
     # --- life cycle --------------------------------------------------------------------------------------
