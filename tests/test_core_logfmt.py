@@ -77,3 +77,43 @@ def test_the_date_is_now_in_rfc5322_form() -> None:
     parsed = email.utils.parsedate_to_datetime(text).timestamp()
     assert int(before) - 1 <= parsed <= time.time()
     assert re.fullmatch(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", text)
+
+
+def test_lines_written_straight_read_as_those_made_from_records(tmp_path: Path) -> None:
+    """The direct path (`_Sink`) and a record through the handlers give the same line; a handler added to the
+    root or to a parent logger (a test's capture) gets every line as a record again."""
+    setup_logging("info", tmp_path)
+    root = logging.getLogger()
+    captured: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record)
+
+    try:
+        log = get_logger("kinmail.queue.test")
+        log.info("queue.enqueued", queue_id="Q7", from_="a@b.test", size=12)  # straight
+        log.warning("queue.slow", note="two words")
+        capture = Capture()
+        logging.getLogger("kinmail.queue").addHandler(capture)
+        log.info("queue.enqueued", queue_id="Q8", from_="a@b.test", size=12)  # as a record
+        logging.getLogger("kinmail.queue").removeHandler(capture)
+        root.addHandler(capture)
+        log.info("queue.removed", queue_id="Q9")
+        root.removeHandler(capture)
+        for handler in root.handlers:
+            handler.flush()
+        lines = (tmp_path / "mail.log").read_text().splitlines()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+    stamp = r"ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+    assert re.fullmatch(stamp + "level=info event=queue.enqueued queue_id=Q7 from=a@b.test size=12", lines[0])
+    assert re.fullmatch(stamp + 'level=warning event=queue.slow note="two words"', lines[1])
+    assert re.fullmatch(stamp + "level=info event=queue.enqueued queue_id=Q8 from=a@b.test size=12", lines[2])
+    assert re.fullmatch(stamp + "level=info event=queue.removed queue_id=Q9", lines[3])
+    assert [r.getMessage() for r in captured] == [
+        "event=queue.enqueued queue_id=Q8 from=a@b.test size=12",
+        "event=queue.removed queue_id=Q9",
+    ]
