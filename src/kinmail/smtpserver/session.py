@@ -31,6 +31,7 @@ from kinmail.proto import smtp
 from kinmail.proto.smtp import ProtocolError, Reply
 from kinmail.proto.smtpdata import DataDecoder
 from kinmail.queue.spool import RecipientState, SpoolFile
+from kinmail.smtpserver.authexchange import Cancelled, credentials
 from kinmail.smtpserver.message import (
     SubmissionRefused,
     TlsInfo,
@@ -84,6 +85,7 @@ class SmtpSession:
         self.rate_limit = rate_limit
         self.cid = new_cid()
         self.client_ip = peer_ip(writer)
+        self._trusted: tuple[object, bool] | None = None  # (the mynetworks list it was found for, answer)
         self.buf = bytearray()
         self._out: list[bytes] = []  # replies not yet handed to the transport (`flush`)
         self.helo = ""
@@ -193,7 +195,11 @@ class SmtpSession:
             )
 
     def _trusted_network(self) -> bool:
-        return in_networks(self.client_ip, [str(n) for n in self.rt.config.smtpd.mynetworks])
+        """Whether the client is in `mynetworks`: found once a session (again after a reload changed it)."""
+        networks = self.rt.config.smtpd.mynetworks
+        if self._trusted is None or self._trusted[0] is not networks:
+            self._trusted = (networks, in_networks(self.client_ip, [str(n) for n in networks]))
+        return self._trusted[1]
 
     async def _greet(self) -> bool:
         config = self.rt.config.smtpd
@@ -406,28 +412,10 @@ class SmtpSession:
             return smtp.BAD_SEQUENCE.with_text("AUTH not allowed during a mail transaction")
         mechanism, _, initial = arg.partition(" ")
         mechanism = mechanism.upper()
-        try:
-            if mechanism == "PLAIN":
-                response = initial.strip() if initial.strip() else await self._challenge("")
-                authzid, username, password = sasl.decode_plain(sasl.decode_b64(response))
-                if authzid and authzid.lower() != username.lower():
-                    return smtp.AUTH_FAILED.with_text("Authorization identity must match the user")
-            elif mechanism == "LOGIN":
-                first = (
-                    initial.strip()
-                    if initial.strip()
-                    else await self._challenge(sasl.LOGIN_USERNAME_CHALLENGE)
-                )
-                username = sasl.decode_login_field(first)
-                password = sasl.decode_login_field(
-                    await self._challenge(sasl.LOGIN_PASSWORD_CHALLENGE), "password"
-                )
-            else:
-                return smtp.BAD_MECHANISM
-        except ValueError as exc:
-            return smtp.PARAM_SYNTAX.with_text(f"Bad AUTH response: {exc}")
-        except _Cancelled:
-            return smtp.AUTH_CANCELLED
+        found = await credentials(mechanism, initial, self._challenge)
+        if isinstance(found, Reply):
+            return found
+        username, password = found
         result = await self.rt.auth.login(username, password, remote_ip=self.client_ip, service="smtp")
         if result.throttled:
             return smtp.TEMP_AUTH_FAILURE.with_text("Too many failed logins, try again later")
@@ -442,7 +430,7 @@ class SmtpSession:
         self.send(Reply(334, "", text))
         line = (await self.read_line()).rstrip(b"\r\n")
         if line == b"*":
-            raise _Cancelled
+            raise Cancelled
         return line.decode("ascii", "replace")
 
     # --- the transaction -----------------------------------------------------------------------------------
@@ -790,7 +778,3 @@ class SmtpSession:
         except Exception:
             log.exception("smtp.dkim_failed", cid=self.cid, domain=domain)
             return message
-
-
-class _Cancelled(Exception):
-    """The client answered an AUTH challenge with "*" (RFC 4954 §4)."""
