@@ -402,7 +402,7 @@ class Mailbox:
             _USAGE[user] = (_usage_key(user), cached[1] + staged.total)
         self._after_commit(fs, row, added)
         user.queue_change(fs, ChangeKind.APPEND, staged.uids)
-        self._note_unindexed(fs)
+        user.note_text_work(fs.row.name)
         log.debug("store.append", user=user.address, folder=fs.row.name, uids=len(staged.uids))
 
     def take_back(self, staged: Staged) -> None:
@@ -413,11 +413,6 @@ class Mailbox:
         staged.fds = []
         _take_back([tmp for tmp, _base in staged.written] + staged.placed)
         staged.placed.clear()
-
-    def _note_unindexed(self, fs: FolderState) -> None:
-        hook = self._user.stored_hook
-        if hook is not None:
-            hook(self._user.address, fs.row.name)
 
     def _check_quota_cached(self, size: int) -> None:
         """`_check_quota` without a SUM over every message of the user on each delivery: the bytes used are
@@ -571,7 +566,7 @@ class Mailbox:
             row = self._write_row(fs, before, fs.row.uidnext, modseq, stale=len(uids))
         self._after_commit(fs, row, removed=uids)
         if forgotten:
-            self._note_unindexed(fs)  # their full-text rows are deleted by the background indexer
+            user.note_text_work(fs.row.name)  # their full-text rows are deleted by the background indexer
         stale = row.stale_uidlist
         user.queue_change(fs, ChangeKind.EXPUNGE, uids)
         if stale > 1000 and stale > user.db.count(fs.row.id):  # counted only when it may matter
@@ -660,7 +655,7 @@ class Mailbox:
                     src_row = self._write_row(src, src_before, src.row.uidnext, src_modseq, stale=len(gone))
                 self._after_commit(src, src_row, removed=gone)
                 if forgotten:
-                    self._note_unindexed(src)
+                    user.note_text_work(src.row.name)
                 user.queue_change(src, ChangeKind.EXPUNGE, gone)
             return pairs
 

@@ -380,8 +380,7 @@ class UserMailboxes:
             user.folders.pop(fs.row.id, None)
             user.by_name.pop(name, None)
             shutil.rmtree(doomed, ignore_errors=True)
-            if user.stored_hook is not None:  # its full-text rows are deleted by the background indexer
-                user.stored_hook(user.address, name)
+            user.note_text_work(name)  # its full-text rows are deleted by the background indexer
             # The subscription outlives the folder (RFC 9051 §6.3.9): LSUB and LIST (SUBSCRIBED) still show it.
             user.queue_folders_change(name)
         log.info("store.folder_deleted", user=user.address, folder=name)

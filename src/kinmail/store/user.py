@@ -271,6 +271,12 @@ class UserState:
     def queue_folders_change(self, name: str) -> None:
         self._pending.append(Change(self.address, name, ChangeKind.FOLDERS, (), 0))
 
+    def note_text_work(self, folder: str) -> None:
+        """Tell the background indexer (`stored_hook`) that `folder` has messages to index or full-text rows
+        of gone messages to delete."""
+        if self.stored_hook is not None:
+            self.stored_hook(self.address, folder)
+
     @property
     def data_version_seen(self) -> int:
         """`PRAGMA data_version` as the last catch-up read it: the current value while the `flock` is held (no
@@ -597,8 +603,8 @@ class UserState:
                 self.queue_change(fs, ChangeKind.FLAGS, sorted(uid for uid, *_ in renamed))
             if removed:
                 self.queue_change(fs, ChangeKind.EXPUNGE, removed)
-            if forgotten and self.stored_hook is not None:  # the indexer deletes their full-text rows
-                self.stored_hook(self.address, fs.row.name)
+            if forgotten:  # the indexer deletes their full-text rows
+                self.note_text_work(fs.row.name)
             log.info(
                 "store.scan",
                 user=self.address,
