@@ -11,7 +11,7 @@ import base64
 import re
 from urllib.parse import unquote
 
-from kinmail.imapserver.appendqueue import APPENDS
+from kinmail.imapserver.appendstore import store_append
 from kinmail.imapserver.cmd_mailbox import mailbox_name, open_mailbox, user_mailboxes
 from kinmail.imapserver.session import AUTH, Session, blocking, command
 from kinmail.proto.imap_args import as_astring, as_atom, parse_datetime, parse_flags
@@ -156,7 +156,8 @@ async def cmd_append(s: Session, cmd: Command) -> None:
     if any(len(data) > limit for _flags, _date, data in messages):
         raise ImapError(Status.NO, "Message too big", Code.TOOBIG)
     try:
-        mailbox, uids = await APPENDS.append(
+        mailbox, uids = await store_append(
+            mailboxes,
             lambda: mailboxes.open(name, scan=False),  # no scan: APPEND only adds
             [(data, flags, date) for flags, date, data in messages],
         )

@@ -1,9 +1,10 @@
 """Appends to several folders, of one user or many, stored together: one sync of all their files, one of all
 their directories (the kernel joins the flushes), each folder's index commit after them.
 
-The IMAP server gathers the APPENDs that arrive while a batch is being stored and hands the next batch here
-from one thread (`kinmail.imapserver.appendqueue`): the system calls of many appends then no longer compete for
-the interpreter from several threads, and the fsync waits of a batch overlap. Each job keeps its own outcome —
+Local delivery stores the messages of a queue batch here from one thread (`kinmail.delivery.local`): the
+system calls of many deliveries then no longer compete for the interpreter from several threads, and the fsync
+waits of a batch overlap. (The IMAP server's APPENDs go through `kinmail.store.splitappend` instead, whose
+steps that do not wait for the disk run on the event loop.) Each job keeps its own outcome —
 all its messages stored, or none, with the error — as `Mailbox.append_each` would give it. Keeps nothing on disk
 of its own.
 """

@@ -325,6 +325,16 @@ class UserIndex:
         )
         return {base: (uid, filename, flags) for base, uid, filename, flags in rows}
 
+    def uids_of_bases(self, folder_id: int, bases: list[str]) -> list[int]:
+        """The UIDs of the messages with these base names, in their order; those not indexed are left out."""
+        marks = ",".join("?" * len(bases))
+        found = dict(
+            self.conn.execute(
+                f"SELECT base, uid FROM messages WHERE folder=? AND base IN ({marks})", (folder_id, *bases)
+            ).fetchall()
+        )
+        return [found[base] for base in bases if base in found]
+
     def uid_bases(self, folder_id: int) -> list[tuple[int, str]]:
         return self.conn.execute("SELECT uid, base FROM messages WHERE folder=?", (folder_id,)).fetchall()
 

@@ -85,6 +85,7 @@ class Staged:
     """Messages on their way into one folder (`Mailbox.stage`, `place`, `commit`)."""
 
     __slots__ = (
+        "before",
         "box",
         "datas",
         "dates",
@@ -116,6 +117,7 @@ class Staged:
         self.uids: list[int] = []
         self.first_modseq = 0
         self.fs: FolderState | None = None
+        self.before = (0, 0)  # the folder's directory mtimes before the first file went in (`commit`)
 
 
 class Mailbox:

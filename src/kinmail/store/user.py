@@ -145,6 +145,9 @@ class UserState:
         self.by_name: dict[str, int] = {}
         self._root_mtime = 0
         self.fresh = False
+        self.placing: set[str] = set()
+        """Base names of files an append has renamed into a folder and not yet committed
+        (`kinmail.store.splitappend`): a scan meanwhile leaves them to it."""
         self.stored_hook: Callable[[str, str], None] | None = None
         """Called with (address, folder) after messages were stored without their full text (`Store` points
         it at its `TextBackfill`); files found by a scan wait for the first search instead."""
@@ -542,7 +545,7 @@ class UserState:
                             continue
                         on_disk[base] = (f"{sub}/{fname}", info if sub == "cur" else "")
                 indexed = self.db.file_rows(row.id)
-                added = [base for base in on_disk if base not in indexed]
+                added = [base for base in on_disk if base not in indexed and base not in self.placing]
                 removed = sorted(uid for base, (uid, _f, _fl) in indexed.items() if base not in on_disk)
                 keywords = fs.keywords
                 keywords.load()

@@ -1,0 +1,123 @@
+"""An append in three steps, for a caller that runs the first and the last on an event loop and only the waits
+for the disk in a thread (the IMAP server's APPEND, `kinmail.imapserver.appendstore`).
+
+1. `prepare`, with the user's lock: check the messages (flags, quota), write each to tmp/ (not yet synced),
+   choose its name in the folder and its INTERNALDATE.
+2. `settle`, in a thread, without the lock, for the appends of several sessions at once: fdatasync the files,
+   rename them into new/ or cur/, fsync the directories. The files are durable when it returns; a scan
+   meanwhile leaves them alone (`UserState.placing`).
+3. `record`, with the lock: the UIDs, `dovecot-uidlist`, the index commit, the broadcast.
+
+The lock is never held while the disk is waited for, and the UIDs are only given in the last step, so an append
+that fails uses none. Until `record` has committed, `discard` removes the files wherever they are. A crash
+between `settle` and `record` leaves durable files in the folder that the next scan indexes: the client got no
+OK and may send the message again, as after a crash in any store before its commit. Keeps nothing on disk of
+its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from kinmail.core.atomic import fsync_dirs, sync_many
+from kinmail.core.log import get_logger
+from kinmail.store import maildir
+from kinmail.store.mailbox import Mailbox, NewMessage, Staged
+
+log = get_logger(__name__)
+
+
+def prepare(box: Mailbox, messages: Sequence[NewMessage]) -> Staged:
+    """Step 1 (takes the user's lock, briefly): the messages written to tmp/, their files still open."""
+    user = box.user_state
+    with user.writing():
+        staged = box.stage(messages)
+        try:
+            fs = staged.fs = box.folder_state
+            staged.before = fs.mtimes()
+            keywords = fs.keywords
+            for (_tmp, base), flags in zip(staged.written, staged.flagsets, strict=True):
+                staged.filenames.append(maildir.filename_for(base, keywords.info_for(flags), new=not flags))
+            for fd, date in zip(staged.fds, staged.dates, strict=True):
+                if date is None:
+                    staged.internals.append(os.fstat(fd).st_mtime)  # what a scan of the file would find
+                else:
+                    os.utime(fd, (date, date))
+                    staged.internals.append(date)
+        except BaseException:
+            box.take_back(staged)
+            raise
+        user.placing.update(base for _tmp, base in staged.written)
+    return staged
+
+
+def settle(batch: Sequence[Staged]) -> list[BaseException | None]:
+    """Step 2 for several appends at once (in a thread that may wait for the disk, no lock): their files synced
+    together, renamed into their folders, the folders' directories synced together. Each one's error, or None.
+    The files of one user's appends are synced with one syncfs (`sync_many`); those of several users not, since
+    it would also write out each user's index."""
+    errors: list[BaseException | None] = [None] * len(batch)
+    try:
+        one_user = len({id(staged.box.user_state) for staged in batch}) == 1
+        sync_many([fd for staged in batch for fd in staged.fds], one_fs=one_user)
+    except OSError as exc:
+        return [exc] * len(batch)
+    dirs: set[Path] = set()
+    for n, staged in enumerate(batch):
+        fs = staged.fs
+        assert fs is not None
+        try:
+            for (tmp, _base), filename in zip(staged.written, staged.filenames, strict=True):
+                target = fs.path / filename
+                os.rename(tmp, target)
+                staged.placed.append(target)
+        except OSError as exc:
+            errors[n] = exc
+            continue
+        dirs |= {fs.path / filename.split("/")[0] for filename in staged.filenames}
+    try:
+        fsync_dirs(dirs)
+    except OSError as exc:
+        return [error or exc for error in errors]
+    return errors
+
+
+def close_files(staged: Staged) -> None:
+    """After `settle`: the files' descriptors closed (cheap; an event loop may call it)."""
+    fds, staged.fds = staged.fds, []
+    for fd in fds:
+        os.close(fd)
+
+
+def record(box: Mailbox, staged: Staged) -> list[int]:
+    """Step 3 (takes the user's lock): the settled messages get their UIDs and enter the index; their UIDs."""
+    user = box.user_state
+    bases = [base for _tmp, base in staged.written]
+    with user.writing():
+        fs = box.folder_state
+        staged.fs = fs  # a new object when the index was opened again meanwhile
+        first_uid, first_modseq = fs.row.uidnext, fs.row.highestmodseq + 1
+        staged.uids = list(range(first_uid, first_uid + len(bases)))
+        staged.first_modseq = first_modseq
+        user.append_uidlist(fs, list(zip(staged.uids, bases, strict=True)))
+        try:
+            box.commit(staged, staged.before)
+        except sqlite3.IntegrityError:
+            # another process (a rebuild) listed the folder after `settle` and indexed the files itself
+            found = user.db.uids_of_bases(fs.row.id, bases)
+            if len(found) != len(bases):
+                raise
+            log.warning("store.append_indexed_elsewhere", user=user.address, folder=fs.row.name)
+            staged.placed.clear()
+            staged.uids = found
+        user.placing.difference_update(bases)  # on a failure, `discard` takes them back first
+    return staged.uids
+
+
+def discard(box: Mailbox, staged: Staged) -> None:
+    """After a failure before `record` committed: the files closed and removed, wherever they are."""
+    box.take_back(staged)
+    box.user_state.placing.difference_update(base for _tmp, base in staged.written)
