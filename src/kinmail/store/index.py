@@ -107,6 +107,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # transactions that must be durable ask (`transaction`)
     conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # a thread checkpoints instead (`kinmail.store.checkpoint`)
     # SQLite's own page cache is 2 MiB per connection by default, and there is a connection per open user: 50
     # users who get mail (the full-text index touches many pages) held 100 MB. The kernel's page cache keeps the
     # file's pages anyway, so a small cache costs a few more reads, not disk waits.
@@ -155,6 +156,8 @@ class UserIndex:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._depth = 0
+        self.commits = 0
+        """Write transactions committed (`transaction`): when the WAL is due for a checkpoint (`checkpoint`)."""
 
     def close(self) -> None:
         self.conn.close()
@@ -189,6 +192,7 @@ class UserIndex:
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
+            self.commits += 1
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous=NORMAL")

@@ -21,6 +21,7 @@ from kinmail.core.atomic import atomic_write, fsync_dir
 from kinmail.core.log import get_logger
 from kinmail.store import maildir, snapshot
 from kinmail.store.backfill import TextBackfill
+from kinmail.store.checkpoint import Checkpointer
 from kinmail.store.errors import FolderExists, InvalidFolderName, NoSuchFolder, StoreError
 from kinmail.store.mailbox import Mailbox
 from kinmail.store.names import DELIMITER, INBOX, check_name, decode_mutf7, storage_name
@@ -81,6 +82,7 @@ class Store:
         self.quota_for: Callable[[str], int | None] | None = None
         """When set (by the runtime): the quota in bytes of an address, or None for no limit."""
         self.backfill = TextBackfill(self._index_text)
+        self.checkpointer = Checkpointer(self._open_users)
 
     def _user(self, address: str) -> UserState:
         """The open state of a user, opening it (and building its index if need be) on first use. A slow
@@ -113,6 +115,7 @@ class Store:
             with self._lock:
                 self._users[key] = user
                 self._opening.pop(key, None)
+            self.checkpointer.start()
         _prewarm(user)
         return user
 
@@ -170,8 +173,13 @@ class Store:
             return more
         return box.index_batch(BACKFILL_BATCH, stop=self.backfill.held_back) or more
 
+    def _open_users(self) -> list[UserState]:
+        with self._lock:
+            return list(self._users.values())
+
     def close(self) -> None:
         self.backfill.close()
+        self.checkpointer.close()
         with self._lock:
             for user in self._users.values():
                 user.close()
