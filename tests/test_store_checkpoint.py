@@ -47,3 +47,12 @@ def test_a_few_commits_wait_for_the_next_look(store: Store) -> None:
     for _ in range(3):
         box.store_flags([uid], ["\\Seen"], "add")
     assert store.checkpointer.check() == 0
+
+
+def test_an_index_removed_meanwhile_is_not_made_again(tmp_path: Path) -> None:
+    from kinmail.store.checkpoint import _checkpoint
+
+    gone = tmp_path / "index" / "example.test" / "nobody.sqlite"
+    gone.parent.mkdir(parents=True)
+    assert not _checkpoint(gone)
+    assert not gone.exists()

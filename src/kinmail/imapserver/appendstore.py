@@ -1,13 +1,13 @@
 """IMAP APPEND: the store's steps run on the event loop, only the waits for the disk in a thread.
 
 An APPEND of small messages writes its files to tmp/ on the event loop, with the user's lock if it is free that
-instant (`kinmail.store.splitappend.prepare`); one trip to a sync thread syncs them, renames them into the
-folder and syncs its directories (`settle`); back on the loop, the UIDs are given and the index commits
-(`record`) before the tagged OK. The loop makes the system calls that do not wait for the disk itself, without
-handing the interpreter lock to a thread and back at each of them, and the syncs of several sessions run side
-by side, so the kernel joins their flushes. A step whose user's lock is taken (a delivery, another process)
-runs in a store thread, which waits for it; big messages are stored whole in a store thread. Keeps nothing on
-disk of its own.
+instant (`kinmail.store.splitappend.prepare`). One thread (`Settler`) then takes every append waiting at that
+moment, syncs their files, renames them into their folders and syncs the directories (`settle`); back on the
+loop, the UIDs are given and the index commits (`record`) before the tagged OK. The loop makes the system calls
+that do not wait for the disk itself, without handing the interpreter lock to a thread and back at each of
+them, and under load the syncs of many appends are shared. A step whose user's lock is taken (a delivery,
+another process) runs in a store thread, which waits for it; big messages are stored whole in a store thread.
+Keeps nothing on disk of its own.
 """
 
 from __future__ import annotations
@@ -79,9 +79,8 @@ class Settler:
             for loop, done in by_loop.items():
                 try:
                     loop.call_soon_threadsafe(_resolve, done)
-                except (
-                    RuntimeError
-                ):  # that loop was closed meanwhile (a server stopping): no one will record them
+                except RuntimeError:
+                    # that loop was closed meanwhile (a server stopping): no one will record them
                     for waiting, _error in done:
                         discard(waiting.staged.box, waiting.staged)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,7 +91,9 @@ def _wal_size(index_path: Path) -> int:
 
 def _checkpoint(index_path: Path) -> bool:
     try:
-        conn = sqlite3.connect(index_path, timeout=0, isolation_level=None)
+        # mode=rw: an index removed meanwhile is not made again, empty, here
+        uri = f"file:{urllib.parse.quote(str(index_path))}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
     except sqlite3.Error as exc:
         log.debug("store.checkpoint_skipped", index=index_path.name, reason=str(exc))
         return False

@@ -105,12 +105,6 @@ def finish_deferred(job: AppendJob) -> list[int]:
     return staged.uids
 
 
-def abandon(job: AppendJob) -> None:
-    """Remove a deferred job's files when no one will land them (its client went away before its OK)."""
-    if job._staged is not None:
-        job.mailbox.take_back(job._staged)
-
-
 def _staged(job: AppendJob) -> Staged:
     assert job._staged is not None
     return job._staged
