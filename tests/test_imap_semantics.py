@@ -1,5 +1,5 @@
 """IMAP semantics where the server and the store meet, through imaplib against one `kinmail serve`: MOVE into
-the same mailbox, subscriptions that outlive a deleted mailbox, SEARCH on header fields a message lacks,
+the same mailbox, subscriptions that outlive a deleted mailbox, SEARCH on header fields a message lacks, SEARCH BODY in HTML,
 ENVELOPE after ENABLE UTF8=ACCEPT, and several FETCH items of one message in one command."""
 
 from __future__ import annotations
@@ -109,6 +109,31 @@ def test_search_header_keys_need_the_field(server: KinmailServer) -> None:
     assert search("NOT", "SUBJECT", '""') == [b"2"]
     assert search("FROM", '""') == [b"1", b"2", b"3"]
     assert search("SUBJECT", "subject") == [b"1"]
+    m.logout()
+
+
+def test_search_body_reads_html_as_the_full_text_index_does(server: KinmailServer) -> None:
+    """An HTML part is searched as its text — tags out, entities undone — both when the full-text index's
+    answer is the answer (ASCII) and when each candidate is read again (case folding beyond ASCII)."""
+    m = login(server)
+    m.create("Html")
+    html = (
+        b"From: Bob <bob@example.test>\r\nSubject: cartoon\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<html><body><p>Tom &amp; Jerry</p><style>p { color: red }</style>"
+        b"<p>Gr&uuml;&szlig;e</p></body></html>\r\n"
+    )
+    m.append("Html", None, None, html)
+    m.append("Html", None, None, message("plain", "Tom and Jerry"))
+    m.select("Html")
+    search = lambda *key: m.search("UTF-8", *key)[1][0].split()  # noqa: E731
+    assert search("BODY", '"Tom & Jerry"') == [b"1"]
+    assert search("TEXT", '"tom & jerry"') == [b"1"]
+    assert search("BODY", '"&amp;"') == []
+    assert search("BODY", "color") == []  # a style sheet is no text
+    assert search("BODY", "Jerry") == [b"1", b"2"]
+    # beyond ASCII each candidate is read again (Python's case folding): the same text, entities undone
+    assert m.search("UTF-8", "BODY", '"GRÜßE"'.encode())[1][0].split() == [b"1"]
     m.logout()
 
 

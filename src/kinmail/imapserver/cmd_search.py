@@ -24,13 +24,13 @@ from kinmail.proto.imap_args import SearchKey, as_astring, as_atom, day_start, p
 from kinmail.proto.imap_parser import Atom, Command, ParseError, Token
 from kinmail.proto.imap_response import Code, ImapError, Status
 from kinmail.store.errors import MessageGone
+from kinmail.store.textindex import extract_text
 
 if TYPE_CHECKING:
     from kinmail.store.types import MessageInfo
 
 CONTENT_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO", "HEADER", "SENTBEFORE", "SENTON", "SENTSINCE"}
 TEXT_KEYS = {"BODY", "TEXT"}
-EXACT_CHECK_LIMIT = 500
 FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -120,8 +120,14 @@ def _match(key: SearchKey, info: MessageInfo, seq: int, ctx: SearchContext, cont
             return False
         if not ctx.exact_check:
             return True
-        message = content.get("message")
-        return message is not None and msearch.text_contains(message, str(key.args[0]), name == "TEXT")
+        raw = content.get("raw")
+        if raw is None:
+            return False
+        text = content.get("text")
+        if text is None:  # the very text the full-text index holds (HTML as text), so both agree
+            text = content["text"] = tuple(msearch.fold(part) for part in extract_text(raw))
+        want = msearch.fold(str(key.args[0]))
+        return want in text[1] or (name == "TEXT" and want in text[0])
     message = content.get("message")
     if message is None:
         return False
@@ -168,11 +174,10 @@ def run_search(ctx: SearchContext, key: SearchKey) -> list[int]:
             )
     needs_content = any(k.name in CONTENT_KEYS for k in keys)
     text_candidates: set[int] = set().union(*ctx.fts.values()) if ctx.fts else set()
-    # The index matches substrings of the decoded text already (FTS5 trigram); reading and parsing each
-    # candidate again only pays when there are few of them or the needle is beyond ASCII (case folding).
-    ctx.exact_check = len(text_candidates) <= EXACT_CHECK_LIMIT or not all(
-        str(k.args[0]).isascii() for k in keys if k.name in TEXT_KEYS
-    )
+    # The index matches substrings of the decoded text already (FTS5 trigram), of the same text the check
+    # would read: reading and parsing each candidate again only pays for a needle beyond ASCII, where the
+    # index's case folding is not Python's.
+    ctx.exact_check = not all(str(k.args[0]).isascii() for k in keys if k.name in TEXT_KEYS)
     if not ctx.exact_check:
         text_candidates = set()
     required = _required(key, ctx)
@@ -190,9 +195,11 @@ def run_search(ctx: SearchContext, key: SearchKey) -> list[int]:
         content: dict[str, Any] = {}
         if needs_content or uid in text_candidates:
             try:
-                content["message"] = Message(sel.mailbox.read(uid))
+                content["raw"] = sel.mailbox.read(uid)
             except (MessageGone, FileNotFoundError):
                 continue
+            if needs_content:
+                content["message"] = Message(content["raw"])
         if _match(key, info, seq, ctx, content):
             out.append(uid)
     return out

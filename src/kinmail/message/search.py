@@ -2,8 +2,10 @@
 
 The IMAP server evaluates flags, sizes, sequence sets and INTERNALDATE itself and calls these for the keys
 that look inside a message. Matching is a case-insensitive substring test on decoded text (RFC 2047 words,
-transfer encodings and charsets undone), as Dovecot does; the store's FTS5 index narrows BODY/TEXT on big
-mailboxes and `text_contains` is the exact check. Pure; nothing is kept on disk.
+transfer encodings and charsets undone), as Dovecot does. BODY/TEXT in the IMAP server go through the
+store's FTS5 index and check its candidates against the same text the index holds (`store.textindex`: HTML
+parts as text); `text_contains` matches the raw text parts, for callers without an index. Pure; nothing is
+kept on disk.
 """
 
 from __future__ import annotations
