@@ -119,6 +119,11 @@ class Staged:
         self.fs: FolderState | None = None
         self.before = (0, 0)  # the folder's directory mtimes before the first file went in (`commit`)
 
+    def dirs(self) -> set[Path]:
+        """The folder's directories the files go to (`Mailbox.name_files`): to fsync once they are in."""
+        assert self.fs is not None
+        return {self.fs.path / filename.split("/")[0] for filename in self.filenames}
+
 
 class Mailbox:
     """An open folder of one user. Safe to share between threads; cheap to create."""
@@ -357,26 +362,39 @@ class Mailbox:
         """With the user's lock held: rename the files into the folder and record their UIDs in
         `dovecot-uidlist`; returns the directories to fsync before `commit`. `counters` maps (user, folder id) to
         the next (UID, MODSEQ) of stagings placed but not yet committed in the same batch."""
-        fs = self._fs
-        staged.fs = fs
+        fs = self.name_files(staged)
         key = (self._user.address, fs.row.id)
         first_uid, first_modseq = counters.get(key, (fs.row.uidnext, fs.row.highestmodseq + 1))
-        for (tmp, base), flagset_ in zip(staged.written, staged.flagsets, strict=True):
-            filename = maildir.filename_for(base, fs.keywords.info_for(flagset_), new=not flagset_)
-            staged.filenames.append(filename)
+        for (tmp, _base), filename in zip(staged.written, staged.filenames, strict=True):
             os.rename(tmp, fs.path / filename)
             staged.placed.append(fs.path / filename)
         staged.internals = [
             date if date is not None else os.stat(path).st_mtime
             for date, path in zip(staged.dates, staged.placed, strict=True)
         ]
+        self.number(staged, first_uid, first_modseq)
+        counters[key] = (first_uid + len(staged.uids), first_modseq + len(staged.uids))
+        return staged.dirs()
+
+    def name_files(self, staged: Staged) -> FolderState:
+        """With the lock held: each staged file's name in the folder (new/ without flags, cur/ with them, the
+        keywords as the folder's letters); returns the folder."""
+        fs = staged.fs = self._fs
+        keywords = fs.keywords
+        staged.filenames = [
+            maildir.filename_for(base, keywords.info_for(flags), new=not flags)
+            for (_tmp, base), flags in zip(staged.written, staged.flagsets, strict=True)
+        ]
+        return fs
+
+    def number(self, staged: Staged, first_uid: int, first_modseq: int) -> None:
+        """With the lock held: the staged messages' UIDs and MODSEQs from these on, recorded in
+        `dovecot-uidlist` before `commit` puts them in the index."""
+        assert staged.fs is not None
         staged.uids = list(range(first_uid, first_uid + len(staged.datas)))
         staged.first_modseq = first_modseq
-        self._user.append_uidlist(
-            fs, [(uid, base) for uid, (_tmp, base) in zip(staged.uids, staged.written, strict=True)]
-        )
-        counters[key] = (first_uid + len(staged.uids), first_modseq + len(staged.uids))
-        return {fs.path / filename.split("/")[0] for filename in staged.filenames}
+        bases = [base for _tmp, base in staged.written]
+        self._user.append_uidlist(staged.fs, list(zip(staged.uids, bases, strict=True)))
 
     def commit(self, staged: Staged, before: tuple[int, int]) -> None:
         """With the lock held, after `place` and the directories' fsync: one index transaction for the

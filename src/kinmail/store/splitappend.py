@@ -24,7 +24,6 @@ from pathlib import Path
 
 from kinmail.core.atomic import fsync_dirs, sync_many
 from kinmail.core.log import get_logger
-from kinmail.store import maildir
 from kinmail.store.mailbox import Mailbox, NewMessage, Staged
 
 log = get_logger(__name__)
@@ -36,11 +35,7 @@ def prepare(box: Mailbox, messages: Sequence[NewMessage]) -> Staged:
     with user.writing():
         staged = box.stage(messages)
         try:
-            fs = staged.fs = box.folder_state
-            staged.before = fs.mtimes()
-            keywords = fs.keywords
-            for (_tmp, base), flags in zip(staged.written, staged.flagsets, strict=True):
-                staged.filenames.append(maildir.filename_for(base, keywords.info_for(flags), new=not flags))
+            staged.before = box.name_files(staged).mtimes()
             for fd, date in zip(staged.fds, staged.dates, strict=True):
                 if date is None:
                     staged.internals.append(os.fstat(fd).st_mtime)  # what a scan of the file would find
@@ -77,7 +72,7 @@ def settle(batch: Sequence[Staged]) -> list[BaseException | None]:
         except OSError as exc:
             errors[n] = exc
             continue
-        dirs |= {fs.path / filename.split("/")[0] for filename in staged.filenames}
+        dirs |= staged.dirs()
     try:
         fsync_dirs(dirs)
     except OSError as exc:
@@ -97,12 +92,8 @@ def record(box: Mailbox, staged: Staged) -> list[int]:
     user = box.user_state
     bases = [base for _tmp, base in staged.written]
     with user.writing():
-        fs = box.folder_state
-        staged.fs = fs  # a new object when the index was opened again meanwhile
-        first_uid, first_modseq = fs.row.uidnext, fs.row.highestmodseq + 1
-        staged.uids = list(range(first_uid, first_uid + len(bases)))
-        staged.first_modseq = first_modseq
-        user.append_uidlist(fs, list(zip(staged.uids, bases, strict=True)))
+        fs = staged.fs = box.folder_state  # a new object when the index was opened again meanwhile
+        box.number(staged, fs.row.uidnext, fs.row.highestmodseq + 1)
         try:
             box.commit(staged, staged.before)
         except sqlite3.IntegrityError:
