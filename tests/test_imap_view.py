@@ -3,6 +3,9 @@ sessions that selected the folder in the same state, and copied by a session bef
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from kinmail.imapserver.selected import UidMap, shared_lists
 from kinmail.store.types import MessageInfo
 
@@ -24,6 +27,15 @@ def test_reads_like_a_dict() -> None:
     view.replace(info(99))  # not in the view: ignored
     assert view.uids == [2, 9, 12]
     assert view[2].flags == {"\\Seen"} and len(view) == 3
+
+
+@given(st.sets(st.integers(1, 400), max_size=200), st.sets(st.integers(1, 450), max_size=300))
+def test_sequence_numbers_of_few_and_of_many_uids(in_view: set[int], asked: set[int]) -> None:
+    """A few UIDs are bisected for, many found in one pass over the view: both give the same numbers."""
+    uids = sorted(in_view)
+    view = UidMap(uids, [info(u) for u in uids])
+    expected = [uids.index(u) + 1 for u in sorted(asked) if u in in_view]
+    assert view.seqs(sorted(asked)) == expected
 
 
 def test_sessions_in_the_same_state_share_until_one_changes() -> None:

@@ -16,6 +16,7 @@ can use it), `snapshots` (the packed message list of big folders, see `kinmail.s
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sqlite3
 import time
@@ -79,6 +80,7 @@ UID_MASK = (1 << UID_BITS) - 1
 # Full-text rows of messages that are gone (`UserIndex._fts_forget`) until the indexer deletes them: a folder
 # made again may get the same id, and its messages the keys of the old ones.
 _LIVE = "AND rowid NOT IN (SELECT rowid FROM fts_dead)"
+_FIRST = operator.itemgetter(0)  # a row's first column
 
 
 def msg_key(folder_id: int, uid: int) -> int:
@@ -469,11 +471,11 @@ class UserIndex:
         if len(query) >= 3:
             phrase = '"' + query.replace('"', '""') + '"'
             match = f"body : {phrase}" if body_only else f"{{headers body}} : {phrase}"
-            sql = f"SELECT rowid FROM fts WHERE fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3 {_LIVE}"
-            return {int(r[0]) & UID_MASK for r in self.conn.execute(sql, (match, low, high))}
+            sql = f"SELECT rowid - ?2 FROM fts WHERE fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3 {_LIVE}"
+            return set(map(_FIRST, self.conn.execute(sql, (match, low, high))))
         pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         cond = "body LIKE ?1 ESCAPE '\\'"
         if not body_only:
             cond = f"(headers LIKE ?1 ESCAPE '\\' OR {cond})"
-        sql = f"SELECT rowid FROM fts WHERE {cond} AND rowid BETWEEN ?2 AND ?3 {_LIVE}"
-        return {int(r[0]) & UID_MASK for r in self.conn.execute(sql, (pattern, low, high))}
+        sql = f"SELECT rowid - ?2 FROM fts WHERE {cond} AND rowid BETWEEN ?2 AND ?3 {_LIVE}"
+        return set(map(_FIRST, self.conn.execute(sql, (pattern, low, high))))
