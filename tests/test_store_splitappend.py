@@ -94,6 +94,40 @@ def test_a_failed_settle_takes_the_files_back_and_uses_no_uid(
     assert record(box, later) == [1]  # the failed append gave no UID away
 
 
+def test_a_file_that_cannot_be_written_fails_only_its_append(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are created and written by `settle`, in its thread: a disk full while writing the second
+    message of one append fails that append, all of it, and not the other one of the batch."""
+    alice, bob = store.mailboxes(ALICE).open("INBOX"), store.mailboxes(BOB).open("INBOX")
+    a = prepare(alice, [(msg("a1"), (), None), (msg("a2"), (), None)])
+    b = prepare(bob, [(msg("b1"), (), None)])
+    assert os.listdir(root(tmp_path) / "tmp") == []  # prepare writes nothing
+    real_write = os.write
+    calls = 0
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    errors = settle([a, b])
+    monkeypatch.undo()
+    assert isinstance(errors[0], OSError) and errors[1] is None
+    assert os.listdir(root(tmp_path) / "tmp") == [] and a.fds == []  # nothing left behind or open
+    discard(alice, a)
+    close_files(b)
+    assert record(bob, b) == [1]
+    assert os.listdir(root(tmp_path) / "new") == [] and alice.user_state.placing == set()
+    later = prepare(alice, [(msg("kept"), (), None)])
+    assert settle([later]) == [None]
+    close_files(later)
+    assert record(alice, later) == [1]  # the failed append gave no UID away
+
+
 def test_record_takes_the_uids_another_process_gave_the_files(store: Store, tmp_path: Path) -> None:
     """Another process (here a second Store on the same files) lists the folder after `settle`: it indexes
     the files itself, and `record` answers with the UIDs it gave them instead of failing."""

@@ -1,13 +1,13 @@
-"""IMAP APPEND: the store's steps run on the event loop, only the waits for the disk in a thread.
+"""IMAP APPEND: the store's steps run on the event loop, only the file writes and the waits for the disk in a
+thread.
 
-An APPEND of small messages writes its files to tmp/ on the event loop, with the user's lock if it is free that
-instant (`kinmail.store.splitappend.prepare`). One thread (`Settler`) then takes every append waiting at that
-moment, syncs their files, renames them into their folders and syncs the directories (`settle`); back on the
-loop, the UIDs are given and the index commits (`record`) before the tagged OK. The loop makes the system calls
-that do not wait for the disk itself, without handing the interpreter lock to a thread and back at each of
-them, and under load the syncs of many appends are shared. A step whose user's lock is taken (a delivery,
-another process) runs in a store thread, which waits for it; big messages are stored whole in a store thread.
-Keeps nothing on disk of its own.
+An APPEND of small messages is checked and its files named on the event loop, with the user's lock if it is
+free that instant (`kinmail.store.splitappend.prepare`). One thread (`Settler`) then takes every append waiting
+at that moment, writes their files to tmp/, syncs them, renames them into their folders and syncs the
+directories (`settle`); back on the loop, the UIDs are given and the index commits (`record`) before the tagged
+OK. Under load the syncs of many appends are shared, and the loop never waits for the kernel to create a file.
+A step whose user's lock is taken (a delivery, another process) runs in a store thread, which waits for it; big
+messages are stored whole in a store thread. Keeps nothing on disk of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kinmail.store.splitappend import close_files, discard, prepare, record, set
 log = get_logger(__name__)
 
 QUICK_APPEND_BYTES = 256 * 1024
-"""Appends of up to this many bytes are written on the event loop; bigger ones whole in a store thread."""
+"""Appends of up to this many bytes go through the three steps; bigger ones are stored whole in a store thread."""
 
 
 @dataclass

@@ -327,13 +327,17 @@ class Mailbox:
         return staged.uids
 
     # --- the stages of an append (`append_each`, `store.groupappend`) ---------------------------------------
-    def stage(self, messages: Sequence[NewMessage]) -> Staged:
-        """Check the messages (flags, quota) and write their files to tmp/, not yet synced (`Staged.fds`)."""
+    def stage(self, messages: Sequence[NewMessage], *, write: bool = True) -> Staged:
+        """Check the messages (flags, quota) and write their files to tmp/, not yet synced (`Staged.fds`); with
+        `write=False` only name them there (`splitappend.settle` writes them)."""
         datas = [maildir.to_crlf(data) for data, _flags, _date in messages]
         staged = Staged(
             self, datas, [normalize_flags(f) for _d, f, _t in messages], [t for _d, _f, t in messages]
         )
         self._check_quota_cached(staged.total)
+        if not write:
+            staged.written = maildir.tmp_names(self._fs.path, datas)
+            return staged
         try:
             staged.written, staged.fds = maildir.write_tmp_unsynced(self._fs.path, datas)
         except BaseException:

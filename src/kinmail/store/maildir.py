@@ -186,22 +186,35 @@ def make_folder_dirs(path: Path, *, subfolder: bool, sync: bool = True) -> None:
 def write_tmp_unsynced(folder_path: Path, datas: Sequence[bytes]) -> tuple[list[tuple[Path, str]], list[int]]:
     """Write each message to a new file in tmp/; returns (tmp path, base name) of each and the files, still
     open, for the caller to sync and close. All of them written, or none (and nothing left open)."""
-    written: list[tuple[Path, str]] = []
+    written = tmp_names(folder_path, datas)
+    return written, write_files(written, datas)
+
+
+def tmp_names(folder_path: Path, datas: Sequence[bytes]) -> list[tuple[Path, str]]:
+    """A new (tmp path, base name) for each message, nothing written yet (`write_files`)."""
+    tmp_dir = folder_path / "tmp"
+    out: list[tuple[Path, str]] = []
+    for data in datas:
+        base = new_base(len(data), len(data))
+        out.append((tmp_dir / base, base))
+    return out
+
+
+def write_files(written: Sequence[tuple[Path, str]], datas: Sequence[bytes]) -> list[int]:
+    """Create each tmp file of `tmp_names` and write its message; returns the files, still open, for the caller
+    to sync and close. All of them written, or none (and nothing left open or behind)."""
     fds: list[int] = []
     try:
-        for data in datas:
-            base = new_base(len(data), len(data))
-            tmp = folder_path / "tmp" / base
+        for (tmp, _base), data in zip(written, datas, strict=True):
             fds.append(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            written.append((tmp, base))
             write_all(fds[-1], data)
     except BaseException:
         for fd in fds:
             os.close(fd)
-        for tmp, _base in written:
+        for tmp, _base in written[: len(fds)]:
             tmp.unlink(missing_ok=True)
         raise
-    return written, fds
+    return fds
 
 
 def clean_tmp(folder_path: Path, now: float | None = None) -> int:
