@@ -1,9 +1,12 @@
 """The layering rules of design.md §3, checked on the source: the sans-I/O and library packages import
-nothing from the servers, the store or the queue; and no module grows past the size we can read."""
+nothing from the servers, the store or the queue; no module grows past the size we can read; and the services do
+not load a big library they need only now and then."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "kinmail"
@@ -56,3 +59,16 @@ def test_no_module_is_over_900_lines() -> None:
         if (n := len(path.read_text().splitlines())) > 900
     ]
     assert long == []
+
+
+def test_a_server_loads_cryptography_only_when_it_needs_a_key() -> None:
+    """`cryptography` adds about 14 MB to the server's memory: it is imported when a certificate or a DKIM key
+    is made or a DKIM key loaded, not by the services themselves."""
+    code = (
+        "import sys, importlib, kinmail.serve as s\n"
+        "for m in s.SERVICE_MODULES: importlib.import_module(m)\n"
+        "import kinmail.runtime\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -20,17 +20,18 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
 from kinmail.core.errors import KinmailError
 from kinmail.core.log import get_logger
 from kinmail.dns.resolver import DnsError, DnsNotFound, Resolver
 from kinmail.mailauth.dkimkeys import SELECTORS_FILE, Algorithm, DkimKey, domain_dir, load_keys
+
+if TYPE_CHECKING:  # `cryptography` is imported when a key is first loaded: it adds about 14 MB to the server
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 log = get_logger(__name__)
 
@@ -81,6 +82,9 @@ class _Signer:
     private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
     def sign(self, digest: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
         if isinstance(self.private, rsa.RSAPrivateKey):
             return self.private.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
         # RFC 8463 §3: ed25519 signs the SHA-256 hash of the canonicalised headers.
@@ -88,6 +92,9 @@ class _Signer:
 
 
 def _load_signer(key: DkimKey) -> _Signer:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     try:
         if key.algorithm is Algorithm.RSA_SHA256:
             private = serialization.load_pem_private_key(key.private, password=None)

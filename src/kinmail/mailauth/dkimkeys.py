@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
 from kinmail.core.atomic import atomic_write
 from kinmail.core.errors import KinmailError
 
@@ -61,6 +58,9 @@ def domain_dir(keys_dir: Path, domain: str) -> Path:
 
 
 def _new_rsa() -> tuple[bytes, str]:
+    from cryptography.hazmat.primitives import serialization  # loaded only to make keys (14 MB)
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -74,6 +74,9 @@ def _new_rsa() -> tuple[bytes, str]:
 
 
 def _new_ed25519() -> tuple[bytes, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     seed = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
