@@ -366,3 +366,35 @@ def test_select_lists_the_keywords_in_use(server: KinmailServer) -> None:
     flags = m.untagged_responses["FLAGS"][-1]
     assert b"$Label1" in flags and b"Work" not in flags
     m.logout()
+
+
+def test_noop_reports_what_another_process_committed(server: KinmailServer) -> None:
+    """Another process's commits (a `kinmail` command, a second server) reach no session by the store's
+    notifications: NOOP catches up with the index and reports its flag changes, appends and expunges."""
+    from kinmail.store import Store
+
+    m = login(server, BOB)
+    m.create("Elsewhere")
+    for n in range(2):
+        m.append("Elsewhere", None, None, message(f"elsewhere {n}"))
+    m.select("Elsewhere")
+    assert m.noop()[0] == "OK"  # nothing changed: nothing reported
+    assert not any(k in m.untagged_responses for k in ("FETCH", "EXPUNGE"))
+    mail_root = server.maildir(BOB).parent.parent
+    other = Store(mail_root, server.data_dir / "index")
+    try:
+        box = other.mailboxes(BOB).open("Elsewhere")
+        box.store_flags([1], ["\\Flagged"], "add")
+        typ, _ = m.noop()
+        assert typ == "OK"
+        fetched = m.untagged_responses.pop("FETCH", [])
+        assert any(b"\\Flagged" in (line or b"") for line in fetched), fetched
+        box.append(message("elsewhere 2"))
+        box.store_flags([2], ["\\Deleted"], "add")
+        box.expunge()
+        m.noop()
+        assert m.untagged_responses.pop("EXISTS", []) and m.untagged_responses.pop("EXPUNGE", []) == [b"2"]
+    finally:
+        other.close()
+    assert uids_of(m) == [1, 3]
+    m.logout()

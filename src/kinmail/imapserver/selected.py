@@ -302,10 +302,15 @@ class SelectedMailbox:
     async def refresh(self) -> None:
         """Pick up files other programs added to or removed from the Maildir (NOOP, CHECK, IDLE), and ask
         for the folder's changes in the same trip to a worker thread; the next `sync` reports them."""
-        self.dirty = False  # a change broadcast while the worker runs sets it again: then sync asks anew
+        told, self.dirty = self.dirty, False  # a change broadcast while the worker runs sets it again
 
-        def work() -> tuple[int, list[MessageInfo], list[int]]:
+        def work() -> tuple[int, list[MessageInfo], list[int]] | None:
+            # This process's commits are told to the view; another process's (caught up with here, as are
+            # files other programs dropped) move the folder's HIGHESTMODSEQ past the view's. With neither
+            # there is nothing to ask the index for.
             self.mailbox.refresh()
+            if not told and self.mailbox.highestmodseq == self.highestmodseq:
+                return None
             return self._changes()
 
         try:
