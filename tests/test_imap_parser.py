@@ -151,6 +151,21 @@ def test_fetch_atts_and_sections() -> None:
             parse_fetch_atts(Atom(bad))
 
 
+def test_parsed_arguments_are_remembered_but_not_shared() -> None:
+    first = parse_fetch_atts([Atom("FLAGS"), Atom("UID")])
+    first.append(first[0])  # FETCH adds UID, MODSEQ or FLAGS to its own list
+    again = parse_fetch_atts([Atom("FLAGS"), Atom("UID")])
+    assert [a.name for a in again] == ["FLAGS", "UID"] and again is not first
+    assert [a.name for a in parse_fetch_atts(Atom("FLAGS"))] == ["FLAGS"]
+    assert len(parse_fetch_atts(Atom("ALL"))) == 4  # a macro alone, not as a list item
+    with pytest.raises(ParseError):
+        parse_fetch_atts([Atom("ALL")])
+    assert parse_seqset(Atom("2:4")) == parse_seqset(Atom("2:4")) == SeqSet(((2, 4),))
+    for _ in range(2):  # a bad set is refused each time, never remembered
+        with pytest.raises(ParseError):
+            parse_seqset(Atom("0:3"))
+
+
 def test_flags_dates() -> None:
     assert parse_flags([Atom("\\seen"), Atom("$Junk")]) == ["\\Seen", "$Junk"]
     with pytest.raises(ParseError):

@@ -106,8 +106,22 @@ class SeqSet:
 _SEQ_RE = re.compile(r"(\d+|\*)(?::(\d+|\*))?")
 
 
+_PARSED_SETS: dict[str, SeqSet] = {}  # clients send the same few sets over and over ("1:*", "4711")
+_PARSED_LIMIT = 4096  # entries kept by each cache of parsed arguments; emptied when full
+
+
 def parse_seqset(token: Token) -> SeqSet:
     text = as_atom(token, "sequence set")
+    parsed = _PARSED_SETS.get(text)
+    if parsed is None:
+        parsed = _parse_seqset(text)
+        if len(_PARSED_SETS) >= _PARSED_LIMIT:
+            _PARSED_SETS.clear()
+        _PARSED_SETS[text] = parsed
+    return parsed
+
+
+def _parse_seqset(text: str) -> SeqSet:
     if text == "$":
         return SeqSet(saved=True)
     ranges = []
@@ -269,7 +283,32 @@ _ATT_RE = re.compile(
 )
 
 
+# a client asks for the same items each time
+_PARSED_ATTS: dict[str | tuple[str, ...], tuple[FetchAtt, ...]] = {}
+
+
 def parse_fetch_atts(token: Token) -> list[FetchAtt]:
+    """The items of a FETCH (a new list the caller may change; the items themselves are shared)."""
+    key: str | tuple[str, ...]
+    if isinstance(token, Atom):
+        key = token.text
+    elif isinstance(token, list):
+        texts = [t.text for t in token if isinstance(t, Atom)]
+        if len(texts) != len(token):
+            return _parse_fetch_atts(token)
+        key = tuple(texts)
+    else:
+        return _parse_fetch_atts(token)
+    parsed = _PARSED_ATTS.get(key)
+    if parsed is None:
+        parsed = tuple(_parse_fetch_atts(token))
+        if len(_PARSED_ATTS) >= _PARSED_LIMIT:
+            _PARSED_ATTS.clear()
+        _PARSED_ATTS[key] = parsed
+    return list(parsed)
+
+
+def _parse_fetch_atts(token: Token) -> list[FetchAtt]:
     items = token if isinstance(token, list) else [token]
     if not items:
         raise ParseError("Empty fetch list")
