@@ -54,6 +54,11 @@ def test_only_so_many_files_are_kept(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "free") == []
 
 
+def _delivered(inbox: Path) -> int:
+    """Messages in the Maildir so far; it does not exist until the first delivery makes it."""
+    return sum(len(os.listdir(inbox / sub)) for sub in ("new", "cur") if (inbox / sub).is_dir())
+
+
 def test_delivered_mail_leaves_its_files_for_reuse_and_restarts_cleanly(tmp_path: Path) -> None:
     with KinmailServer(tmp_path / "k", services=("smtp",)) as server:
         queue = server.data_dir / "queue"
@@ -65,7 +70,7 @@ def test_delivered_mail_leaves_its_files_for_reuse_and_restarts_cleanly(tmp_path
         inbox = server.maildir("alice@example.test")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            done = sum(len(os.listdir(inbox / sub)) for sub in ("new", "cur")) == 5
+            done = _delivered(inbox) == 5
             if done and not list(queue.glob("*.json")) and not list(queue.glob("*.eml")):
                 break
             time.sleep(0.05)
@@ -78,7 +83,7 @@ def test_delivered_mail_leaves_its_files_for_reuse_and_restarts_cleanly(tmp_path
             client.sendmail("a@remote.example", ["alice@example.test"], "Subject: after restart\r\n\r\ny\r\n")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if sum(len(os.listdir(inbox / sub)) for sub in ("new", "cur")) == 6:
+            if _delivered(inbox) == 6:
                 break
             time.sleep(0.05)
         bodies = [p.read_bytes() for sub in ("new", "cur") for p in (inbox / sub).iterdir()]
