@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kinmail.queue.spool import FilePool, SpoolFile
 from tests.serverctl import HOST, KinmailServer
+from tests.test_pop3_helpers import count_files
 
 
 def test_a_kept_file_is_written_again_and_cut_to_its_new_length(tmp_path: Path) -> None:
@@ -54,11 +55,6 @@ def test_only_so_many_files_are_kept(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "free") == []
 
 
-def _delivered(inbox: Path) -> int:
-    """Messages in the Maildir so far; it does not exist until the first delivery makes it."""
-    return sum(len(os.listdir(inbox / sub)) for sub in ("new", "cur") if (inbox / sub).is_dir())
-
-
 def test_delivered_mail_leaves_its_files_for_reuse_and_restarts_cleanly(tmp_path: Path) -> None:
     with KinmailServer(tmp_path / "k", services=("smtp",)) as server:
         queue = server.data_dir / "queue"
@@ -70,7 +66,7 @@ def test_delivered_mail_leaves_its_files_for_reuse_and_restarts_cleanly(tmp_path
         inbox = server.maildir("alice@example.test")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            done = _delivered(inbox) == 5
+            done = count_files(server, "alice@example.test") == 5
             if done and not list(queue.glob("*.json")) and not list(queue.glob("*.eml")):
                 break
             time.sleep(0.05)
@@ -83,7 +79,7 @@ def test_delivered_mail_leaves_its_files_for_reuse_and_restarts_cleanly(tmp_path
             client.sendmail("a@remote.example", ["alice@example.test"], "Subject: after restart\r\n\r\ny\r\n")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if _delivered(inbox) == 6:
+            if count_files(server, "alice@example.test") == 6:
                 break
             time.sleep(0.05)
         bodies = [p.read_bytes() for sub in ("new", "cur") for p in (inbox / sub).iterdir()]
