@@ -20,7 +20,7 @@ import operator
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +164,7 @@ class UserIndex:
     def close(self) -> None:
         self.conn.close()
 
-    @contextlib.contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[None]:
+    def transaction(self, *, durable: bool = True) -> _Transaction:
         """One write transaction (`BEGIN IMMEDIATE`: other processes wait); nested calls join the outer one.
 
         `durable=False` commits without waiting for the disk (`synchronous=NORMAL`, the connection's setting;
@@ -174,30 +173,7 @@ class UserIndex:
         (their files are synced before the call that stores them returns), expunges. A durable commit switches
         to `synchronous=FULL` for its own transaction.
         """
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        if durable:
-            self.conn.execute("PRAGMA synchronous=FULL")
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._depth = 0
-                self.conn.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            self.conn.execute("COMMIT")
-            self.commits += 1
-        finally:
-            if durable:
-                self.conn.execute("PRAGMA synchronous=NORMAL")
+        return _Transaction(self, durable)
 
     def data_version(self) -> int:
         """Changes when another connection (another process) committed."""
@@ -479,3 +455,48 @@ class UserIndex:
             cond = f"(headers LIKE ?1 ESCAPE '\\' OR {cond})"
         sql = f"SELECT rowid - ?2 FROM fts WHERE {cond} AND rowid BETWEEN ?2 AND ?3 {_LIVE}"
         return set(map(_FIRST, self.conn.execute(sql, (pattern, low, high))))
+
+
+class _Transaction:
+    """`UserIndex.transaction`; a class rather than a generator, as every store write goes through it."""
+
+    __slots__ = ("_durable", "_index", "_outer")
+
+    def __init__(self, index: UserIndex, durable: bool) -> None:
+        self._index = index
+        self._durable = durable
+        self._outer = False
+
+    def __enter__(self) -> None:
+        index = self._index
+        if index._depth:
+            index._depth += 1
+            return
+        conn = index.conn
+        if self._durable:
+            conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            if self._durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
+            raise
+        index._depth = 1
+        self._outer = True
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        index = self._index
+        if not self._outer:
+            index._depth -= 1
+            return
+        index._depth = 0
+        conn = index.conn
+        try:
+            if exc_type is not None:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute("COMMIT")
+                index.commits += 1
+        finally:
+            if self._durable:
+                conn.execute("PRAGMA synchronous=NORMAL")

@@ -18,7 +18,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from kinmail.core.log import get_logger
@@ -171,87 +171,23 @@ class UserState:
             os.close(self._lock_fd)
 
     # --- locking ------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> _Held:
         """Hold the user's lock (threads), after catching up with what other processes committed."""
-        with self._held(write=False):
-            yield
+        return _Held(self, False)
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self) -> _Held:
         """Hold the user's lock and the cross-process `flock`; changes queued inside are broadcast after."""
-        with self._held(write=True):
-            yield
+        return _Held(self, True)
 
-    @contextlib.contextmanager
-    def _held(self, write: bool) -> Iterator[None]:
-        changes: list[Change] = []
-        with self.lock:
-            self._depth += 1
-            took_flock = False
-            try:
-                if write and not self._flocked:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-                    self._flocked = took_flock = True
-                if (self._depth == 1 and not self._leased) or took_flock:
-                    self._catch_up()
-                yield
-            finally:
-                if took_flock:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                    self._flocked = False
-                self._depth -= 1
-                if self._depth == 0:
-                    changes, self._pending = self._pending, []
-        if changes:
-            self._broadcast(changes)
-
-    @contextlib.contextmanager
-    def held_now(self, on_lease: Callable[[UserState], None] | None = None) -> Iterator[bool]:
-        """Hold the user's lock and the `flock` for the block if both are free this instant; yields False
-        without waiting when either is taken. For an event loop that runs a short store call itself rather
-        than in a thread, but never waits for another thread or process.
+    def held_now(self, on_lease: Callable[[UserState], None] | None = None) -> _HeldNow:
+        """Hold the user's lock and the `flock` for the block if both are free this instant; gives False
+        (`with ... as ok`) without waiting when either is taken. For an event loop that runs a short store call
+        itself rather than in a thread, but never waits for another thread or process.
 
         With `on_lease`, a `flock` taken here is kept after the block (a lease) and `on_lease(self)` is called,
         whose job is to call `end_lease` soon: the short calls of a busy loop then skip the `flock` pair and the
         check for other processes' commits (none can commit while the lease lasts)."""
-        if not self.lock.acquire(blocking=False):
-            yield False
-            return
-        took_flock = leased = False
-        changes: list[Change] = []
-        try:
-            if not self._flocked:
-                try:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False
-                    return
-                self._flocked = took_flock = True
-            # One catch-up for the whole block: with the `flock` held no other process can commit, so the
-            # store calls inside need not check again each (a `stat` and a query each time).
-            self._depth += 1
-            try:
-                if (self._depth == 1 and not self._leased) or took_flock:
-                    self._catch_up()
-                yield True
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    changes, self._pending = self._pending, []
-        finally:
-            if took_flock:
-                if on_lease is not None and time.monotonic() >= self._no_lease_until:
-                    self._leased = leased = True
-                else:
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                    self._flocked = False
-            self.lock.release()
-            # also when the block raised: a lease must always be given back, and what committed be told
-            if leased and on_lease is not None:
-                on_lease(self)
-            if changes:
-                self._broadcast(changes)
+        return _HeldNow(self, on_lease)
 
     def end_lease(self, gap: float) -> bool:
         """Give back a leased `flock` (`held_now`), and take no new lease for `gap` seconds, so that a process
@@ -666,3 +602,115 @@ class UserState:
             result.append((uid, base, filename, flags, vsize, mtime))
         result.sort()
         return result
+
+
+# The two lock holders are classes rather than `contextlib.contextmanager` generators: every store call goes
+# through two or three of them, and a generator-based one costs several times as much to enter and leave.
+
+
+class _Held:
+    """`UserState.reading` / `writing`: the user's lock (and for writing the `flock`) for one block."""
+
+    __slots__ = ("_state", "_took_flock", "_write")
+
+    def __init__(self, state: UserState, write: bool) -> None:
+        self._state = state
+        self._write = write
+        self._took_flock = False
+
+    def __enter__(self) -> None:
+        state = self._state
+        state.lock.acquire()
+        state._depth += 1
+        try:
+            if self._write and not state._flocked:
+                fcntl.flock(state._lock_fd, fcntl.LOCK_EX)
+                state._flocked = self._took_flock = True
+            if (state._depth == 1 and not state._leased) or self._took_flock:
+                state._catch_up()
+        except BaseException:
+            self._release()
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        changes = self._release()
+        # what a failed block queued is not told (as before: the caller sees the error, views their next sync)
+        if changes and exc_type is None:
+            self._state._broadcast(changes)
+
+    def _release(self) -> list[Change]:
+        state = self._state
+        changes: list[Change] = []
+        try:
+            if self._took_flock:
+                fcntl.flock(state._lock_fd, fcntl.LOCK_UN)
+                state._flocked = False
+            state._depth -= 1
+            if state._depth == 0:
+                changes, state._pending = state._pending, []
+        finally:
+            state.lock.release()
+        return changes
+
+
+class _HeldNow:
+    """`UserState.held_now`: the lock and the `flock` if both are free this instant, else False at once."""
+
+    __slots__ = ("_entered", "_on_lease", "_state", "_took_flock")
+
+    def __init__(self, state: UserState, on_lease: Callable[[UserState], None] | None) -> None:
+        self._state = state
+        self._on_lease = on_lease
+        self._took_flock = False
+        self._entered = False
+
+    def __enter__(self) -> bool:
+        state = self._state
+        if not state.lock.acquire(blocking=False):
+            return False
+        if not state._flocked:
+            try:
+                fcntl.flock(state._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                state.lock.release()
+                return False
+            except BaseException:
+                state.lock.release()
+                raise
+            state._flocked = self._took_flock = True
+        # One catch-up for the whole block: with the `flock` held no other process can commit, so the store
+        # calls inside need not check again each (a `stat` and a query each time).
+        state._depth += 1
+        self._entered = True
+        try:
+            if (state._depth == 1 and not state._leased) or self._took_flock:
+                state._catch_up()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return True
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        if not self._entered:
+            return
+        self._entered = False
+        state = self._state
+        changes: list[Change] = []
+        leased = False
+        state._depth -= 1
+        if state._depth == 0:
+            changes, state._pending = state._pending, []
+        try:
+            if self._took_flock:
+                if self._on_lease is not None and time.monotonic() >= state._no_lease_until:
+                    state._leased = leased = True
+                else:
+                    fcntl.flock(state._lock_fd, fcntl.LOCK_UN)
+                    state._flocked = False
+        finally:
+            state.lock.release()
+            # also when the block raised: a lease must always be given back, and what committed be told
+            if leased and self._on_lease is not None:
+                self._on_lease(state)
+            if changes:
+                state._broadcast(changes)
