@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kinmail.proto.imap_args import (
@@ -27,6 +27,7 @@ from kinmail.proto.imap_parser import (
     ParseError,
     RawLine,
     Str,
+    tokenize,
 )
 from kinmail.proto.imap_response import astring, literal, quoted, string
 
@@ -230,3 +231,89 @@ def test_quoted_round_trip(values: list[str]) -> None:
     line = b"t X " + b" ".join(quoted(v) for v in values) + b"\r\n"
     cmd = one(line)
     assert [a.text for a in cmd.args if isinstance(a, Str)] == values
+
+
+def _reference_tokens(line: bytes) -> list[object]:
+    """The grammar read one byte at a time, the plain way: the oracle for the tokenizer's fast paths."""
+    stack: list[list[object]] = [[]]
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i : i + 1]
+        if c == b" ":
+            i += 1
+        elif c == b"(":
+            new: list[object] = []
+            stack[-1].append(new)
+            stack.append(new)
+            i += 1
+        elif c == b")":
+            if len(stack) == 1:
+                raise ParseError("Unexpected )")
+            stack.pop()
+            i += 1
+        elif c == b'"':
+            out, i = b"", i + 1
+            while True:
+                if i >= n:
+                    raise ParseError("Unterminated quoted string")
+                ch = line[i : i + 1]
+                if ch == b"\\":
+                    if line[i + 1 : i + 2] not in (b'"', b"\\"):
+                        raise ParseError("Invalid escape in quoted string")
+                    out, i = out + line[i + 1 : i + 2], i + 2
+                elif ch == b'"':
+                    i += 1
+                    break
+                elif ch in (b"\r", b"\n", b"\0"):
+                    raise ParseError("Invalid character in quoted string")
+                else:
+                    out, i = out + ch, i + 1
+            stack[-1].append(Str(out))
+        elif c[0] < 0x20 or c[0] == 0x7F:
+            raise ParseError("Invalid character")
+        elif c == b"{":
+            raise ParseError("Unexpected {")
+        else:
+            start = i
+            while i < n:
+                ch = line[i : i + 1]
+                if ch == b"[":
+                    depth, j = 0, i
+                    while j < n and line[j : j + 1] not in (b"\r", b"\n"):
+                        depth += {b"[": 1, b"]": -1}.get(line[j : j + 1], 0)
+                        if depth == 0:
+                            break
+                        j += 1
+                    i = j + 1 if j < n and depth == 0 else i + 1
+                    continue
+                if ch in b' (){"' or ch[0] < 0x20 or ch[0] == 0x7F:
+                    break
+                i += 1
+            stack[-1].append(Atom(line[start:i].decode("utf-8", "replace")))
+    if len(stack) != 1:
+        raise ParseError("Unbalanced parentheses")
+    return stack[0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b" ", b"(", b")", b"[", b"]", b'"', b"\\", b"\r", b"\0", b"{", b"\x7f", b"\xc3\xa9"])
+        | st.sampled_from([b"BODY.PEEK", b"HEADER.FIELDS", b"1:*", b"\\Seen", b"<0.10>", b"x", b"\xff"]),
+        max_size=40,
+    )
+)
+@example([b"x", b"[", b"[", b"x", b"]", b" ", b"(", b"x", b"]", b")"])  # nested, with a space and a paren
+@example([b"x", b"[", b"x", b"\r", b"]", b" ", b"x", b"]"])  # a CR ends the bracket's reach
+@example([b'"', b"x", b"\\", b'"', b"x", b'"', b" ", b'"', b"\\", b"x", b'"'])  # escapes, good and bad
+def test_tokenizer_agrees_with_a_byte_by_byte_reading(pieces: list[bytes]) -> None:
+    line = b"".join(pieces)
+    try:
+        expected: list[object] | str = _reference_tokens(line)
+    except ParseError as exc:
+        expected = str(exc)
+    try:
+        got: list[object] | str = list(tokenize([line]))
+    except ParseError as exc:
+        got = str(exc)
+    assert got == expected

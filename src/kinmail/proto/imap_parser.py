@@ -34,11 +34,24 @@ class ParseError(ValueError):
     """Syntax error in a command; the text goes into the BAD reply."""
 
 
-@dataclass(frozen=True, slots=True)
 class Atom:
-    """An atom as sent (case kept). Compare commands and keywords through `.upper`."""
+    """An atom as sent (case kept). Compare commands and keywords through `.upper`. Immutable by convention:
+    a plain class, as a frozen dataclass takes twice as long to make and a command line has several."""
 
-    text: str
+    __slots__ = ("text",)
+    __match_args__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Atom and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash((Atom, self.text))
+
+    def __repr__(self) -> str:
+        return f"Atom(text={self.text!r})"
 
     @property
     def upper(self) -> str:
@@ -95,7 +108,8 @@ Event = Command | NeedLiteral | BadInput | RawLine
 
 _LITERAL_RE = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 _TAG_RE = re.compile(r"[^\x00-\x20(){%*\"\\+\x7f]+")
-_ATOM_STOP = frozenset(b' (){"\r\n') | frozenset(range(0, 32)) | {0x7F}
+_ATOM_RUN = re.compile(rb'[^ (){"\x00-\x1f\x7f\[]+')  # atom bytes up to a stop or a `[`
+_PLAIN_QUOTED = re.compile(rb'([^"\\\r\n\x00]*)"')  # the rest of a quoted string without escapes
 
 
 class CommandParser:
@@ -151,7 +165,7 @@ class CommandParser:
             line = line.rstrip(b"\r\n") if line.endswith(b"\r\n") else line[:-1]
             if self.raw and not self._parts:
                 return RawLine(line)
-            m = _LITERAL_RE.search(line)
+            m = _LITERAL_RE.search(line) if line.endswith(b"}") else None  # most lines have no literal
             if m:
                 size = int(m.group(2))
                 sync = not m.group(3)
@@ -239,6 +253,11 @@ def _tokenize_line(line: bytes, stack: list[list[Token]]) -> None:
             stack.pop()
             i += 1
         elif c == 0x22:  # "
+            m = _PLAIN_QUOTED.match(line, i + 1)
+            if m:  # the usual case: no escapes, closed on this line
+                stack[-1].append(Str(m.group(1)))
+                i = m.end()
+                continue
             out = bytearray()
             i += 1
             while True:
@@ -265,24 +284,29 @@ def _tokenize_line(line: bytes, stack: list[list[Token]]) -> None:
             raise ParseError("Unexpected {")
         else:
             start = i
-            while i < n:
-                ch = line[i]
-                if ch == 0x5B:  # [ : keep a bracketed section whole when it closes on this line
+            while True:
+                m = _ATOM_RUN.match(line, i)
+                if m:
+                    i = m.end()
+                if (
+                    i < n and line[i] == 0x5B
+                ):  # [ : keep a bracketed section whole when it closes on this line
                     close = _match_bracket(line, i)
-                    if close < 0:
-                        i += 1
-                        continue
-                    i = close + 1
+                    i = i + 1 if close < 0 else close + 1
                     continue
-                if ch in _ATOM_STOP:
-                    break
-                i += 1
+                break
             if i == start:
                 raise ParseError("Invalid character")
             stack[-1].append(Atom(line[start:i].decode("utf-8", "replace")))
 
 
 def _match_bracket(line: bytes, start: int) -> int:
+    close = line.find(b"]", start)
+    if close < 0:
+        return -1
+    inner = line[start + 1 : close]
+    if b"[" not in inner and b"\r" not in inner and b"\n" not in inner:
+        return close  # the usual case: nothing nested
     depth = 0
     for j in range(start, len(line)):
         ch = line[j]
