@@ -8,7 +8,8 @@ Profiles, each run with N concurrent asyncio clients for `--seconds` against bot
   mix     one session per client: SELECT, FETCH of random fields, FETCH BODY.PEEK[], STORE, APPEND, EXPUNGE
   fetch   one session per client: FETCH of random fields or of a whole message
   append  one session per client: APPEND of a 2 KB message
-Each profile runs `--runs` times per server, the servers taking turns; the median is printed.
+Each profile runs `--runs` times per server, the servers taking turns; the median is printed, with kinmail's
+CPU per operation (all its threads, and its event-loop thread alone): steadier than ops/s on a busy machine.
 Every client has its own user with its own copy of the same mailbox (`--messages` messages), so sessions do
 not wait on each other's locks; Dovecot serves a copy of the same Maildir files from a private config on
 other loopback ports (its default login process per connection). Then, for kinmail only: `--idle`
@@ -183,7 +184,8 @@ async def profile_session(kind: str, port: int, user: str, until: float, rng: ra
     return ops
 
 
-async def run_profile(kind: str, port: int, users: list[str], seconds: float) -> float:
+async def run_profile(kind: str, port: int, users: list[str], seconds: float) -> tuple[float, int]:
+    """Operations per second, and the number of operations."""
     until = time.monotonic() + seconds
     started = time.monotonic()
 
@@ -194,7 +196,14 @@ async def run_profile(kind: str, port: int, users: list[str], seconds: float) ->
         return profile_session(kind, port, user, until, rng)
 
     results = await asyncio.gather(*(one(i, u) for i, u in enumerate(users)))
-    return sum(results) / (time.monotonic() - started)
+    return sum(results) / (time.monotonic() - started), sum(results)
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User and system CPU of a process (all its threads), or of one of its threads."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -307,20 +316,33 @@ def main() -> None:
                 del name
 
         asyncio.run(warm())
-        print(f"\n{'profile':<8} {'clients':>7} {'kinmail ops/s':>14} {'dovecot ops/s':>14} {'ratio':>6}")
+        assert srv.proc is not None
+        kpid = srv.proc.pid
+        print(
+            f"\n{'profile':<8} {'clients':>7} {'kinmail ops/s':>14} {'dovecot ops/s':>14} {'ratio':>6}"
+            f"  kinmail CPU µs/op (all threads / event loop)"
+        )
         for kind in [k for k in args.profiles.split(",") if k and k != "none"]:
             for n in client_counts:
                 # several runs, the servers taking turns so that load from elsewhere hits both alike
                 runs: dict[str, list[float]] = {name: [] for name in ports}
+                per_op: list[tuple[float, float]] = []  # kinmail's CPU a command, all threads and the loop's
                 for _ in range(args.runs):
                     for name, port in ports.items():
-                        runs[name].append(asyncio.run(run_profile(kind, port, users[:n], args.seconds)))
+                        cpu = cpu_seconds(kpid), cpu_seconds(kpid, kpid)
+                        rate, ops = asyncio.run(run_profile(kind, port, users[:n], args.seconds))
+                        runs[name].append(rate)
+                        if name == "kinmail":
+                            used = cpu_seconds(kpid) - cpu[0], cpu_seconds(kpid, kpid) - cpu[1]
+                            per_op.append((used[0] / max(ops, 1) * 1e6, used[1] / max(ops, 1) * 1e6))
                 result = {name: statistics.median(values) for name, values in runs.items()}
+                cpu_text = f"{statistics.median(a for a, _ in per_op):8.0f} / {statistics.median(b for _, b in per_op):.0f}"
                 d = result.get("dovecot")
                 ratio = f"{result['kinmail'] / d:5.2f}x" if d else "   -"
                 dtext = f"{d:14.0f}" if d else f"{'-':>14}"
-                print(f"{kind:<8} {n:>7} {result['kinmail']:14.0f} {dtext} {ratio:>6}", flush=True)
-        assert srv.proc is not None
+                print(
+                    f"{kind:<8} {n:>7} {result['kinmail']:14.0f} {dtext} {ratio:>6}  {cpu_text}", flush=True
+                )
         if args.idle:
             before, after = asyncio.run(idle_connections(kport, users, args.idle, srv.proc.pid))
             print(
