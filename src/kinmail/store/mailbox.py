@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kinmail.core.atomic import fsync_dirs, read_all, sync_many
 from kinmail.core.log import get_logger
-from kinmail.store import maildir
+from kinmail.store import maildir, reaper
 from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
 from kinmail.store.index import UID_BITS, UID_MASK, FolderRow
 from kinmail.store.textindex import extract_text
@@ -576,11 +576,23 @@ class Mailbox:
     def _remove(self, fs: FolderState, doomed: list[MessageInfo]) -> list[int]:
         user = self._user
         before = fs.mtimes()
+        # Out of the folder at once (renamed into tmp/), deleted by the reaper's thread (`kinmail.store.reaper`)
+        folder = os.fspath(fs.path)
+        trash = os.path.join(folder, "tmp", maildir.EXPUNGED_PREFIX)
+        gone: list[str] = []
         for info in doomed:
+            path = os.path.join(folder, info.filename)
+            target = trash + os.path.basename(info.filename)
             try:
-                os.unlink(os.path.join(fs.path, info.filename))
+                os.rename(path, target)
             except FileNotFoundError:
-                pass
+                continue
+            except OSError:  # tmp/ missing or not writable: delete it here
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            gone.append(target)
+        reaper.REAPER.add(gone)
         # Like flag changes, an expunge does not wait for the disk: a power cut may bring a message back
         # (flagged \Deleted, to be expunged again), never lose one.
         uids = [i.uid for i in doomed]

@@ -36,6 +36,9 @@ CANONICAL_FLAGS = {flag.lower(): flag for flag in SYSTEM_FLAGS.values()}
 KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 INFO_SEP = ":2,"
 TMP_MAX_AGE = 36 * 3600
+EXPUNGED_PREFIX = "expunged."
+"""Begins the name of an expunged message's file moved into tmp/ until it is deleted (`kinmail.store.reaper`):
+never the name of a message being written."""
 UIDLIST = "dovecot-uidlist"
 KEYWORDS = "dovecot-keywords"
 SPECIAL_USE_FILE = "kinmail-special-use"
@@ -218,7 +221,8 @@ def write_files(written: Sequence[tuple[Path, str]], datas: Sequence[bytes]) -> 
 
 
 def clean_tmp(folder_path: Path, now: float | None = None) -> int:
-    """Remove files older than 36 hours from tmp/ (the Maildir rule); return how many."""
+    """Remove files older than 36 hours from tmp/ (the Maildir rule), and expunged messages' files of any age
+    left there (`kinmail.store.reaper`); return how many."""
     cutoff = (time.time() if now is None else now) - TMP_MAX_AGE
     removed = 0
     try:
@@ -227,10 +231,9 @@ def clean_tmp(folder_path: Path, now: float | None = None) -> int:
         return 0
     for entry in entries:
         try:
-            if (
-                entry.is_file(follow_symlinks=False)
-                and entry.stat().st_atime < cutoff
-                and entry.stat().st_mtime < cutoff
+            if entry.is_file(follow_symlinks=False) and (
+                entry.name.startswith(EXPUNGED_PREFIX)
+                or (entry.stat().st_atime < cutoff and entry.stat().st_mtime < cutoff)
             ):
                 os.unlink(entry.path)
                 removed += 1

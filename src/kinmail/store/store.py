@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kinmail.core.atomic import atomic_write, fsync_dir
 from kinmail.core.log import get_logger
-from kinmail.store import maildir, snapshot
+from kinmail.store import maildir, reaper, snapshot
 from kinmail.store.backfill import TextBackfill
 from kinmail.store.checkpoint import Checkpointer
 from kinmail.store.errors import FolderExists, InvalidFolderName, NoSuchFolder, StoreError
@@ -178,6 +178,7 @@ class Store:
             return list(self._users.values())
 
     def close(self) -> None:
+        reaper.REAPER.drain()  # expunged messages' files not yet deleted
         self.backfill.close()
         self.checkpointer.close()
         with self._lock:
