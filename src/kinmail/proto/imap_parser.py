@@ -288,9 +288,8 @@ def _tokenize_line(line: bytes, stack: list[list[Token]]) -> None:
                 m = _ATOM_RUN.match(line, i)
                 if m:
                     i = m.end()
-                if (
-                    i < n and line[i] == 0x5B
-                ):  # [ : keep a bracketed section whole when it closes on this line
+                # a `[`: the bracketed section is kept whole when it closes on this line
+                if i < n and line[i] == 0x5B:
                     close = _match_bracket(line, i)
                     i = i + 1 if close < 0 else close + 1
                     continue
