@@ -189,6 +189,21 @@ class UserState:
         check for other processes' commits (none can commit while the lease lasts)."""
         return _HeldNow(self, on_lease)
 
+    def _enter_block(self, took_flock: bool) -> None:
+        """A lock holder's block begins (lock held): catch up with other processes' commits when it is the
+        outermost block and no lease is kept, or when it has just taken the `flock`."""
+        self._depth += 1
+        if (self._depth == 1 and not self._leased) or took_flock:
+            self._catch_up()
+
+    def _leave_block(self) -> list[Change]:
+        """A lock holder's block ends (lock still held): the changes to broadcast once it is released."""
+        self._depth -= 1
+        if self._depth:
+            return []
+        changes, self._pending = self._pending, []
+        return changes
+
     def end_lease(self, gap: float) -> bool:
         """Give back a leased `flock` (`held_now`), and take no new lease for `gap` seconds, so that a process
         waiting for the lock gets its turn. False when the user's lock is taken this instant (try again)."""
@@ -621,13 +636,15 @@ class _Held:
     def __enter__(self) -> None:
         state = self._state
         state.lock.acquire()
-        state._depth += 1
         try:
             if self._write and not state._flocked:
                 fcntl.flock(state._lock_fd, fcntl.LOCK_EX)
                 state._flocked = self._took_flock = True
-            if (state._depth == 1 and not state._leased) or self._took_flock:
-                state._catch_up()
+        except BaseException:
+            state.lock.release()
+            raise
+        try:
+            state._enter_block(self._took_flock)
         except BaseException:
             self._release()
             raise
@@ -640,17 +657,13 @@ class _Held:
 
     def _release(self) -> list[Change]:
         state = self._state
-        changes: list[Change] = []
         try:
             if self._took_flock:
                 fcntl.flock(state._lock_fd, fcntl.LOCK_UN)
                 state._flocked = False
-            state._depth -= 1
-            if state._depth == 0:
-                changes, state._pending = state._pending, []
+            return state._leave_block()
         finally:
             state.lock.release()
-        return changes
 
 
 class _HeldNow:
@@ -680,11 +693,9 @@ class _HeldNow:
             state._flocked = self._took_flock = True
         # One catch-up for the whole block: with the `flock` held no other process can commit, so the store
         # calls inside need not check again each (a `stat` and a query each time).
-        state._depth += 1
         self._entered = True
         try:
-            if (state._depth == 1 and not state._leased) or self._took_flock:
-                state._catch_up()
+            state._enter_block(self._took_flock)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -695,11 +706,8 @@ class _HeldNow:
             return
         self._entered = False
         state = self._state
-        changes: list[Change] = []
         leased = False
-        state._depth -= 1
-        if state._depth == 0:
-            changes, state._pending = state._pending, []
+        changes = state._leave_block()
         try:
             if self._took_flock:
                 if self._on_lease is not None and time.monotonic() >= state._no_lease_until:
