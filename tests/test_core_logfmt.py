@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import re
@@ -117,3 +118,46 @@ def test_lines_written_straight_read_as_those_made_from_records(tmp_path: Path) 
         "event=queue.enqueued queue_id=Q8 from=a@b.test size=12",
         "event=queue.removed queue_id=Q9",
     ]
+
+
+def test_lines_of_one_turn_of_the_loop_are_written_together_and_in_order(tmp_path: Path) -> None:
+    """On the loop, info lines wait for the end of the turn and go out in one write; a warning, or a line from
+    another thread, goes out at once with whatever was waiting; nothing is left behind."""
+    setup_logging("info", tmp_path)
+    root = logging.getLogger()
+    path = tmp_path / "mail.log"
+    log = get_logger("kinmail.test")
+    seen: dict[str, list[str]] = {}
+
+    def events() -> list[str]:
+        return re.findall(r"event=(\S+)", path.read_text())
+
+    async def main() -> None:
+        log.info("one")
+        log.info("two")
+        seen["in the turn"] = events()
+        await asyncio.sleep(0)
+        seen["after it"] = events()
+        log.info("three")
+        log.warning("four")
+        seen["after a warning"] = events()
+        log.info("five")
+        await asyncio.to_thread(log.info, "six")
+        seen["after a thread's line"] = events()
+        log.info("seven")  # the loop ends before its turn is over: written at the next line, or at exit
+
+    try:
+        asyncio.run(main())
+        log.info("eight")  # off the loop: at once, after what waited
+        seen["off the loop"] = events()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+    assert seen == {
+        "in the turn": [],
+        "after it": ["one", "two"],
+        "after a warning": ["one", "two", "three", "four"],
+        "after a thread's line": ["one", "two", "three", "four", "five", "six"],
+        "off the loop": ["one", "two", "three", "four", "five", "six", "seven", "eight"],
+    }

@@ -7,9 +7,12 @@ go into a log call.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,9 +62,11 @@ class EventLogger:
         logger = self._logger
         if logger.isEnabledFor(level):
             sink = _sink
-            if sink is not None and not exc_info and sink.serves(logger):
-                sink.write(level, logfmt(event=event, **fields))
-                return
+            if sink is not None:
+                if not exc_info and sink.serves(logger):
+                    sink.write(level, logfmt(event=event, **fields))
+                    return
+                sink.flush()  # what waits goes out before this line
             # the record made here, not by `Logger.log`: that one walks the stack for the caller's file and
             # line, which no line of ours shows, and cost a third of each line's time
             record = logger.makeRecord(
@@ -133,10 +138,20 @@ class _Sink:
     """The outputs `setup_logging` made, written to straight: a line is made once and goes to each of them
     without a `LogRecord` and the logging module's handler calls (half of a line's cost; five lines a message
     in the SMTP server). Used only while the root logger has exactly these handlers and the logger asked and
-    its parents have none of their own, so that anything else (a test's capture, another handler) gets records as usual."""
+    its parents have none of their own, so that anything else (a test's capture, another handler) gets records
+    as usual.
+
+    On the event loop's thread the lines of one turn of the loop are gathered and written together when the
+    callbacks of that turn are done, one write to each output instead of one per line (a login and its logout
+    made four writes). A warning or worse, and any line from another thread, is written at once with whatever
+    is waiting, so the order of lines is kept and nothing that matters waits; what is left when the process
+    ends is written by `flush` at exit."""
 
     def __init__(self, handlers: list[logging.StreamHandler[Any]]) -> None:
         self.handlers = handlers
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop a `flush` is waiting on, if one is
 
     def serves(self, logger: logging.Logger) -> bool:
         root = logging.root
@@ -153,26 +168,59 @@ class _Sink:
         text = (
             _line(time.time(), _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(), message) + "\n"
         )
-        for handler in self.handlers:
-            handler.acquire()  # the lock `Handler.handle` takes: lines from both ways never mix
-            try:
-                stream = handler.stream
-                if stream is not None:
-                    stream.write(text)
-                    stream.flush()
-            except (OSError, ValueError):  # a full disk, a closed stream: the line is lost, not the server
-                pass
-            finally:
-                handler.release()
+        loop = _running_loop() if level < logging.WARNING else None
+        with self._lock:
+            self._pending.append(text)
+            if loop is not None:
+                if self._loop is loop:
+                    return  # the flush of this turn is already asked for
+                if self._loop is None:
+                    self._loop = loop
+                    loop.call_soon(self.flush)
+                    return
+        self.flush()  # another thread, a warning, or a loop that is not the one waited on (a test's second)
+
+    def flush(self) -> None:
+        """Write the waiting lines to each output and flush it."""
+        with self._lock:
+            self._loop = None
+            if not self._pending:
+                return
+            text = "".join(self._pending)
+            self._pending.clear()
+            for handler in self.handlers:
+                handler.acquire()  # the lock `Handler.handle` takes: lines from both ways never mix
+                try:
+                    stream = handler.stream
+                    if stream is not None:
+                        stream.write(text)
+                        stream.flush()
+                except (
+                    OSError,
+                    ValueError,
+                ):  # a full disk, a closed stream: the lines are lost, not the server
+                    pass
+                finally:
+                    handler.release()
+
+
+def _flush_sink() -> None:
+    if _sink is not None:
+        _sink.flush()
 
 
 _LEVEL_NAMES = {TRACE: "trace", 10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
 _sink: _Sink | None = None
+_running_loop = asyncio.events._get_running_loop  # None off the loop's thread; the C function, no exception
 
 
 def setup_logging(level: str = "info", log_dir: Path | None = None) -> None:
     """Send logfmt lines to stderr and, when `log_dir` is given, to `log_dir/mail.log`."""
     global _sink
+    if _sink is None:
+        atexit.register(_flush_sink)  # runs before the logging module's own shutdown closes the handlers
+    else:
+        _sink.flush()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
