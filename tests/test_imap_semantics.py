@@ -121,7 +121,7 @@ def test_search_body_reads_html_as_the_full_text_index_does(server: KinmailServe
         b"From: Bob <bob@example.test>\r\nSubject: cartoon\r\nMIME-Version: 1.0\r\n"
         b"Content-Type: text/html; charset=utf-8\r\n\r\n"
         b"<html><body><p>Tom &amp; Jerry</p><style>p { color: red }</style>"
-        b"<p>Gr&uuml;&szlig;e</p></body></html>\r\n"
+        b"<p>Gr&uuml;&szlig;e</p>\r\n<p>Sch&ouml;ne&nbsp;  Tage</p></body></html>\r\n"
     )
     m.append("Html", None, None, html)
     m.append("Html", None, None, message("plain", "Tom and Jerry"))
@@ -134,6 +134,10 @@ def test_search_body_reads_html_as_the_full_text_index_does(server: KinmailServe
     assert search("BODY", "Jerry") == [b"1", b"2"]
     # beyond ASCII each candidate is read again (Python's case folding): the same text, entities undone
     assert m.search("UTF-8", "BODY", '"GRÜßE"'.encode())[1][0].split() == [b"1"]
+    # white space squeezed on both sides, the same in the index and in the reading again: across the line
+    # break between two paragraphs, and a no-break space with spaces after it
+    assert m.search("UTF-8", "BODY", '"grüße schöne tage"'.encode())[1][0].split() == [b"1"]
+    assert m.search("UTF-8", "BODY", '"Schöne   Tage"'.encode())[1][0].split() == [b"1"]
     m.logout()
 
 

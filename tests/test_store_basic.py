@@ -177,6 +177,29 @@ def test_cache_and_full_text_search(mb: UserMailboxes) -> None:
     assert mb.open("Archive").search_text("quarterly") == {pairs[0][1]}
 
 
+def test_search_text_squeezes_white_space_in_the_text_and_in_the_query(mb: UserMailboxes) -> None:
+    """A phrase matches across a line break, a run of spaces or tabs, a no-break space and a folded header;
+    a space at an end of the query still asks for a word boundary."""
+    box = mb.open("INBOX")
+    u1 = box.append(msg("annual\r\n  general meeting", "minutes of the\r\nlast   meeting\t\ttoday"))
+    u2 = box.append(
+        msg(
+            "other",
+            "caf=C3=A9&nbsp;cr=C3=A8me",
+            "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n",
+        )
+    )
+    u3 = box.append(msg("third", "a preheated oven"))
+    assert box.search_text("annual general meeting") == {u1}
+    assert box.search_text("the last meeting today", "body") == {u1}
+    assert box.search_text("last \r\n meeting") == {u1}
+    assert box.search_text("café crème") == {u2}
+    assert box.search_text("heat") == {u3}
+    assert box.search_text(" heat") == set()
+    assert box.search_text("  pre") == {u3}
+    assert box.search_text("ed ") == {u3}
+
+
 def test_folders_create_rename_delete_subscribe(mb: UserMailboxes) -> None:
     mb.create_folder("Projects")
     mb.create_folder("Projects/Älter")

@@ -25,7 +25,7 @@ from kinmail.proto.imap_args import SearchKey, as_astring, as_atom, day_start, p
 from kinmail.proto.imap_parser import Atom, Command, ParseError, Token
 from kinmail.proto.imap_response import Code, ImapError, Status
 from kinmail.store.errors import MessageGone
-from kinmail.store.textindex import extract_text
+from kinmail.store.textindex import extract_text, query_form
 
 if TYPE_CHECKING:
     from kinmail.store.types import MessageInfo
@@ -127,7 +127,7 @@ def _match(key: SearchKey, info: MessageInfo, seq: int, ctx: SearchContext, cont
         text = content.get("text")
         if text is None:  # the very text the full-text index holds (HTML as text), so both agree
             text = content["text"] = tuple(msearch.fold(part) for part in extract_text(raw))
-        want = msearch.fold(str(key.args[0]))
+        want = msearch.fold(query_form(str(key.args[0])))
         return want in text[1] or (name == "TEXT" and want in text[0])
     message = content.get("message")
     if message is None:

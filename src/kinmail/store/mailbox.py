@@ -27,7 +27,7 @@ from kinmail.core.log import get_logger
 from kinmail.store import maildir, reaper
 from kinmail.store.errors import MessageGone, NoSuchFolder, QuotaExceeded, StoreError
 from kinmail.store.index import UID_BITS, UID_MASK, FolderRow
-from kinmail.store.textindex import extract_text
+from kinmail.store.textindex import extract_text, query_form
 from kinmail.store.types import ChangeKind, FolderStatus, MessageInfo, flagset, flagtext
 
 if TYPE_CHECKING:
@@ -748,7 +748,9 @@ class Mailbox:
                 db.cache_put(msg_id, key, text)
 
     def search_text(self, query: str, part: Literal["text", "body"] = "text") -> set[int]:
-        """UIDs whose decoded text contains `query`, case-insensitively (SEARCH TEXT / BODY)."""
+        """UIDs whose decoded text contains `query`, case-insensitively (SEARCH TEXT / BODY); white space in
+        both is squeezed (`textindex.query_form`)."""
+        query = query_form(query)
         with self._user.text_gate():
             self._index_pending()
             with self._user.reading():

