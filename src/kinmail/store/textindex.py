@@ -59,10 +59,28 @@ def _part_text(part: Message) -> str:
     return squeeze(content)
 
 
+def _parse(data: bytes) -> Message:
+    """The message as `BytesParser` reads it. A message of one part (no multipart or message/ type) has only
+    its header parsed, and its body is set as the payload the parser would have made, undivided: the parser
+    reads a body line by line, which was half the time of extracting a plain message's text."""
+    parser = email.parser.BytesParser(policy=email.policy.compat32)
+    end = data.find(b"\r\n\r\n")
+    if end > 0:
+        msg = parser.parsebytes(data[: end + 4], headersonly=True)
+        if (
+            not msg.defects
+            and msg.get_payload() == ""
+            and msg.get_content_maintype() not in ("multipart", "message")
+        ):
+            msg.set_payload(data[end + 4 :].decode("ascii", "surrogateescape"))
+            return msg
+    return parser.parsebytes(data)
+
+
 def extract_text(data: bytes) -> tuple[str, str]:
     """(headers, body) text of a message for the full-text index."""
     try:
-        msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+        msg = _parse(data)
     except Exception:
         text = data.decode("utf-8", "replace")
         head, _, rest = text.partition("\r\n\r\n")
