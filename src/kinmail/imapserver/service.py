@@ -168,10 +168,11 @@ class Connection:
         finally:
             self._watch.close()
             session.close()
-            try:
-                await asyncio.wait_for(self.flush(), 2)
-            except Exception:
-                pass
+            if self._out:  # after LOGOUT all was sent: no task and timer for `wait_for` to make
+                try:
+                    await asyncio.wait_for(self.flush(), 2)
+                except Exception:
+                    pass
             self.writer.close()
             log.info("imap.disconnect", cid=self.cid, ip=self.remote_ip, user=session.user)
 
