@@ -5,12 +5,14 @@ from __future__ import annotations
 import email.parser
 import email.policy
 from email.message import Message
+from pathlib import Path
 from unittest.mock import patch
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kinmail.store import textindex
+from kinmail.store.index import FTS_AUTOMERGE, open_index
 from kinmail.store.textindex import extract_text, query_form, squeeze
 
 HEADER_LINES = st.sampled_from(
@@ -83,3 +85,15 @@ def test_a_query_keeps_one_space_at_either_end() -> None:
     assert query_form("cat\t") == "cat "
     assert query_form(" \t ") == " "
     assert query_form("") == ""
+
+
+def test_an_index_made_before_gets_the_full_text_merge_setting(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    conn, fresh = open_index(path)
+    assert fresh
+    conn.execute("DELETE FROM fts_config WHERE k = 'automerge'")  # as an index of an earlier version has it
+    conn.close()
+    conn, fresh = open_index(path)
+    assert not fresh
+    assert conn.execute("SELECT v FROM fts_config WHERE k = 'automerge'").fetchone() == (FTS_AUTOMERGE,)
+    conn.close()
