@@ -195,11 +195,8 @@ class _Sink:
                     if stream is not None:
                         stream.write(text)
                         stream.flush()
-                except (
-                    OSError,
-                    ValueError,
-                ):  # a full disk, a closed stream: the lines are lost, not the server
-                    pass
+                except (OSError, ValueError):
+                    pass  # a full disk, a closed stream: the lines are lost, not the server
                 finally:
                     handler.release()
 
