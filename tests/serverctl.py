@@ -201,6 +201,14 @@ class KinmailServer:
         except FileNotFoundError:
             return ""
 
+    def wait_log(self, needle: str, timeout: float = 5.0) -> None:
+        """Wait for `needle` in the log: a line logged on the event loop is written when the loop's current
+        turn is done, which may be after the client saw the answer."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log():
+            assert time.monotonic() < deadline, f"no {needle!r} in the log"
+            time.sleep(0.02)
+
     def port(self, service: str) -> int:
         return self.ports[service]
 

@@ -65,7 +65,8 @@ def _parse(data: bytes) -> Message:
     reads a body line by line, which was half the time of extracting a plain message's text."""
     parser = email.parser.BytesParser(policy=email.policy.compat32)
     end = data.find(b"\r\n\r\n")
-    if end > 0:
+    head = data[:end].lower() if end > 0 else b""
+    if head and b"multipart/" not in head and b"message/" not in head:  # else the header would be read twice
         msg = parser.parsebytes(data[: end + 4], headersonly=True)
         if (
             not msg.defects
